@@ -1,0 +1,30 @@
+"""User-facing errors: one clear line, no traceback.
+
+Anything the user can fix (a malformed suite, an unknown name, a bad value, an unreachable database) is raised
+as :class:`BenchError`; the CLI prints its message on one line and exits non-zero. Everything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class BenchError(ValueError):
+    """A mistake the user can fix; the message is shown as is, on one line."""
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean X?)' suffix when a close match exists, else ''."""
+    match = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def unknown(kind: str, value: str, choices: Iterable[str], where: str = "") -> BenchError:
+    """The error for a name that is not among the valid ones, listing them and a close match."""
+    choices = list(choices)
+    prefix = f"{where}: " if where else ""
+    return BenchError(
+        f"{prefix}unknown {kind} {value!r}{did_you_mean(value, choices)}; valid: {', '.join(choices)}"
+    )

@@ -1,0 +1,46 @@
+"""Group accuracies from the tidy per-class results: one place for Overall / Well / Under.
+
+Well-represented = the ``C // 2`` classes with the most training examples in that run (ties: lower class index),
+under-represented = the rest (methods.md §1). A group's accuracy is its correct count over its test count, which
+on the balanced test sets equals the mean of its class accuracies.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from methods.weights import well_represented
+
+GROUPS = ("overall", "well", "under")
+RUN_KEYS = ["run_id", "cell_hash", "suite", "method", "dataset", "imbalance", "seed", "model", "adversarial"]
+
+
+def class_groups(frame: pd.DataFrame) -> pd.Series:
+    """For each row of a tidy results frame, ``"well"`` or ``"under"`` by its run's training counts."""
+    groups = pd.Series("under", index=frame.index, dtype=object)
+    for _run, rows in frame.groupby("run_id", sort=False):
+        per_class = rows.drop_duplicates("class_index").sort_values("class_index")
+        well = set(per_class["class_index"].iloc[well_represented(per_class["n_train"].tolist())])
+        groups.loc[rows.index[rows["class_index"].isin(well)]] = "well"
+    return groups
+
+
+def group_accuracies(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run × attack with columns ``overall``, ``well``, ``under`` (accuracies in [0, 1]).
+
+    ``frame`` is :func:`bench.store.load_results` output. Keeps the run keys and ``attack``/``attack_order``.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=[*RUN_KEYS, "attack", "attack_order", *GROUPS])
+    frame = frame.assign(group=class_groups(frame))
+    keys = [k for k in RUN_KEYS if k in frame.columns] + ["attack", "attack_order"]
+    sums = frame.groupby([*keys, "group"], sort=False)[["correct", "n_test"]].sum().unstack("group", fill_value=0)
+    out = sums.index.to_frame(index=False)
+    total_correct = sums["correct"].sum(axis=1).to_numpy()
+    total_n = sums["n_test"].sum(axis=1).to_numpy()
+    out["overall"] = total_correct / total_n
+    for group in ("well", "under"):
+        correct = sums["correct"][group].to_numpy() if group in sums["correct"] else 0
+        n = sums["n_test"][group].to_numpy() if group in sums["n_test"] else 0
+        out[group] = correct / n
+    return out

@@ -1,0 +1,110 @@
+"""Prediction and feature losses (methods.md §3): one function per formula, shapes validated.
+
+Shapes: ``logits`` ``[N, C]``, ``targets`` ``[N]`` (int64 class indices), ``weight`` ``[C]`` or ``None``,
+``features`` ``[N, D]`` (already L2-normalised for the separation loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_logits(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> None:
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [N, C], got shape {tuple(logits.shape)}")
+    if targets.dim() != 1 or targets.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"targets must be [N] with N = {logits.shape[0]} (from logits), got shape {tuple(targets.shape)}"
+        )
+    if weight is not None and (weight.dim() != 1 or weight.shape[0] != logits.shape[1]):
+        raise ValueError(f"weight must be [C] with C = {logits.shape[1]}, got shape {tuple(weight.shape)}")
+
+
+def focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None, gamma: float = 1.0
+) -> torch.Tensor:
+    """Softmax focal loss as the SRAT/LDAM reference code computes it.
+
+    ``ℓ_i = w_{y_i}·CE_i``, ``p_i = exp(−ℓ_i)``, ``L = mean_i (1 − p_i)^γ ℓ_i`` — a plain mean over the batch,
+    so unlike weighted CE it depends on the overall scale of ``weight``.
+    """
+    _check_logits(logits, targets, weight)
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    per_sample = F.cross_entropy(logits, targets, weight=weight, reduction="none")
+    p = torch.exp(-per_sample)
+    return ((1.0 - p) ** gamma * per_sample).mean()
+
+
+def ldam_margins(class_counts: Sequence[int] | torch.Tensor, max_m: float = 0.5) -> torch.Tensor:
+    """LDAM margins ``m_c = max_m · (n_min / n_c)^{1/4}``, shape ``[C]``, float32."""
+    counts = torch.as_tensor(class_counts, dtype=torch.float64).flatten()
+    if counts.numel() == 0 or bool((counts <= 0).any()):
+        raise ValueError(f"class_counts must be non-empty and positive, got {counts.tolist()}")
+    if max_m < 0:
+        raise ValueError(f"max_m must be >= 0, got {max_m}")
+    return (max_m * (counts.min() / counts) ** 0.25).to(torch.float32)
+
+
+def ldam_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    class_counts: Sequence[int] | torch.Tensor,
+    weight: torch.Tensor | None = None,
+    max_m: float = 0.5,
+    s: float = 30.0,
+) -> torch.Tensor:
+    """Label-distribution-aware margin loss (Cao et al., 2019).
+
+    Subtract ``m_{y_i}`` from the true-class logit, scale every logit by ``s``, then (weighted) cross-entropy.
+    """
+    _check_logits(logits, targets, weight)
+    margins = ldam_margins(class_counts, max_m).to(logits.device, logits.dtype)
+    if margins.shape[0] != logits.shape[1]:
+        raise ValueError(f"class_counts must have C = {logits.shape[1]} entries, got {margins.shape[0]}")
+    if s <= 0:
+        raise ValueError(f"s must be > 0, got {s}")
+    shifted = logits - F.one_hot(targets, logits.shape[1]).to(logits.dtype) * margins[targets].unsqueeze(1)
+    return F.cross_entropy(s * shifted, targets, weight=weight)
+
+
+def cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """PyTorch's (weighted) cross-entropy: ``Σ w_{y_i} CE_i / Σ w_{y_i}``, shapes validated."""
+    _check_logits(logits, targets, weight)
+    return F.cross_entropy(logits, targets, weight=weight)
+
+
+def separation_loss(features: torch.Tensor, targets: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """SRAT's feature separation loss: supervised contrastive loss over one view (Khosla et al., 2020).
+
+    ``features`` are L2-normalised projections ``[N, D]``. For each anchor with at least one same-class partner,
+    ``ℓ_i = −mean_{p∈P(i)} log(exp(S_ip) / Σ_{a≠i} exp(S_ia))`` with ``S = z zᵀ / τ``; the loss is the mean over
+    anchors that have a partner. Anchors without one still act as negatives. Returns 0 (connected to the graph)
+    when no anchor has a partner.
+    """
+    if features.dim() != 2:
+        raise ValueError(f"features must be [N, D], got shape {tuple(features.shape)}")
+    if targets.dim() != 1 or targets.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"targets must be [N] with N = {features.shape[0]} (from features), got shape {tuple(targets.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    n = features.shape[0]
+    sim = features @ features.T / temperature
+    sim = sim - sim.max(dim=1, keepdim=True).values.detach()
+    not_self = ~torch.eye(n, dtype=torch.bool, device=features.device)
+    positives = (targets.unsqueeze(0) == targets.unsqueeze(1)) & not_self
+    log_denominator = torch.logsumexp(sim.masked_fill(~not_self, float("-inf")), dim=1, keepdim=True)
+    log_prob = sim - log_denominator
+    n_pos = positives.sum(dim=1)
+    has_partner = n_pos > 0
+    if not bool(has_partner.any()):
+        return features.sum() * 0.0
+    per_anchor = -(log_prob * positives).sum(dim=1)[has_partner] / n_pos[has_partner]
+    return per_anchor.mean()

@@ -1,0 +1,72 @@
+"""The method registry: ``@register("name")`` on a :class:`~methods.base.Method` subclass."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+
+from bench.errors import BenchError, did_you_mean, unknown
+from bench.registry import Registry
+from bench.values import parse_number
+from methods.base import Method
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Register a method class under ``name`` (lower case, hyphenated) and stamp the name on it."""
+
+    def decorate(cls: type[Method]) -> type[Method]:
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"@register({name!r}) expects a Method subclass, got {cls!r}")
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return decorate
+
+
+def names(pattern: str = "*") -> list[str]:
+    """Registered method names matching a glob, in registration order (the order of the paper's tables)."""
+    return METHODS.names(pattern)
+
+
+def get(name: str, **overrides) -> Method:
+    """The method ``name`` with hyperparameter ``overrides``, validated (types coerced, ranges checked)."""
+    cls = METHODS.get(name)
+    fields = cls.hyperparameters()
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise BenchError(
+                f"method {name}: unknown hyperparameter {key!r}{did_you_mean(key, fields)}; "
+                f"valid: {', '.join(fields)}"
+            )
+        values[key] = _coerce(name, key, value, hints[key])
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+
+
+def _coerce(method: str, key: str, value, annotation):
+    """Coerce a TOML/CLI value to the field's annotated type (``"8/255"`` for floats, ints for ints)."""
+    allowed = [a for a in typing.get_args(annotation)] or [annotation]
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise BenchError(f"method {method}: {key} may not be empty")
+    for kind in allowed:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and not isinstance(value, bool):
+            number = parse_number(value, f"method {method}: {key}")
+            if float(number).is_integer():
+                return int(number)
+        if kind is float and not isinstance(value, bool):
+            return float(parse_number(value, f"method {method}: {key}"))
+        if kind is str and isinstance(value, str):
+            return value
+    names_ = " or ".join(getattr(a, "__name__", str(a)) for a in allowed)
+    raise BenchError(f"method {method}: {key} = {value!r} must be {names_}")
+
