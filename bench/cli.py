@@ -1,0 +1,253 @@
+"""The ``bench`` command line (click). User mistakes are one line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from bench.errors import BenchError
+
+# Commands that live in their own modules, loaded on first use (keeps `bench --help` and `bench run` light).
+LAZY_COMMANDS = {
+    "report": "bench.report:report_command",
+    "compare": "bench.compare:compare_command",
+}
+
+
+class BenchGroup(click.Group):
+    """Turns :class:`BenchError` into ``Error: <one line>`` with exit status 2; loads some commands lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module, attr = LAZY_COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            message = " ".join(str(exc).split())
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=BenchGroup)
+@click.version_option(package_name="bench")
+def cli() -> None:
+    """Benchmark adversarial training on class-imbalanced data.
+
+    \b
+    bench run suites/quick.toml          run a suite (resumes where it stopped)
+    bench report --format html           paper-style tables and figures
+    bench compare srat-ldam drcb-ldam    paired comparison of two methods
+    """
+
+
+db_option = click.option("--db", "db", metavar="URL", help="Results database URL (default: bench.toml's db).")
+config_option = click.option("--config", "config", metavar="PATH", type=click.Path(dir_okay=False),
+                             help="bench.toml to use (default: ./bench.toml, or $BENCH_CONFIG).")
+
+
+def _settings(config: str | None):
+    from bench.settings import load_settings
+
+    return load_settings(config)
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise BenchError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise BenchError(f"--seeds {text!r}: expected integers >= 0 separated by commas")
+    return seeds
+
+
+@cli.command()
+@click.argument("suite_file", metavar="SUITE.toml", type=click.Path(dir_okay=False))
+@click.option("--only", multiple=True, metavar="KEY=PATTERN", help="Run only matching cells (glob; repeatable).")
+@click.option("--seeds", metavar="0,1,...", help="Override the suite's seeds.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a cell key for every cell (highest precedence), e.g. epochs=5 or method_args.lam=1.")
+@click.option("--dry-run", is_flag=True, help="List the cells (done / to run) without running anything.")
+@click.option("--device", metavar="auto|cpu|cuda[:N]", help="Device (default: bench.toml's device).")
+@click.option("--download", is_flag=True, help="Let torchvision download missing datasets.")
+@click.option("--debug", is_flag=True, help="Re-raise the first failing cell's exception.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@db_option
+@config_option
+def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, db, config) -> None:
+    """Run every cell of SUITE.toml not yet done, storing class-wise results."""
+    from bench.data import DATASETS
+    from bench.store import Store
+    from bench.suite import load_suite, parse_overrides, select
+
+    settings = _settings(config)
+    suite = load_suite(suite_file, settings, seeds=_parse_seeds(seeds), overrides=parse_overrides(sets))
+    cells = select(suite.cells, only)
+    if not cells:
+        raise BenchError(f"no cell of suite {suite.name} matches {' '.join('--only ' + o for o in only)}")
+    store = Store(db or settings.db)
+    if dry_run:
+        _print_dry_run(suite.name, cells, store.statuses([c.cell_hash for c in cells]) if store.exists() else {})
+        return
+    store.check_writable()
+    for name in sorted({c["dataset"] for c in cells}):
+        DATASETS.get(name)().check_available(settings.data_root, download or settings.download)
+
+    import torch
+
+    from bench.progress import Progress
+    from bench.provenance import resolve_device
+    from bench.runner import run_cells
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    target = resolve_device(device or settings.device)
+    progress = Progress(enabled=not quiet)
+    progress.console.print(f"suite {suite.name}: {len(cells)} cell(s) on {target}, results in {store.url}")
+    try:
+        summary = run_cells(cells, store, settings, target, debug=debug, download=download, progress=progress)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    click.echo(f"suite {suite.name}: {summary.line()}")
+    if summary.counts.get("failed"):
+        click.echo("some cells failed; `bench show HASH` prints the stored traceback", err=True)
+        sys.exit(1)
+
+
+def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"suite {suite}: {len(cells)} cell(s)")
+    for column in ("cell", "status", "method", "dataset", "imbalance", "seed", "model", "epochs", "train"):
+        table.add_column(column)
+    for cell in cells:
+        c = cell.config
+        status = statuses.get(cell.cell_hash, "to run")
+        status = "to run" if status in ("failed", "interrupted", "diverged") and False else status
+        train = "natural" if c["train_attack"] == "none" else f"pgd-{c['train_attack']['steps']}"
+        table.add_row(cell.cell_hash, status, c["method"], c["dataset"], c["imbalance"], str(c["seed"]),
+                      c["model"], str(c["epochs"]), train)
+    console = Console(width=160)
+    console.print(table)
+    done = sum(statuses.get(c.cell_hash) == "done" for c in cells)
+    console.print(f"{done} done, {len(cells) - done} to run")
+
+
+@cli.command("list")
+@click.argument("what", type=click.Choice(["methods", "datasets", "models", "attacks", "suites"]))
+def list_(what: str) -> None:
+    """List registered methods, datasets, models, attacks, or the suites in ./suites."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    if what == "methods":
+        import methods
+
+        table = Table("method", "prediction loss", "weights", "λ", "description")
+        for name in methods.names():
+            m = methods.get(name)
+            table.add_row(name, m.prediction_loss, m.weight_schedule, f"{m.lam:g}", m.description)
+    elif what == "datasets":
+        from bench.data import DATASETS
+
+        table = Table("dataset", "classes", "model", "ε", "epochs", "description")
+        for name in DATASETS:
+            d = DATASETS.get(name)
+            eps = d.defaults.get("train_attack", {}).get("eps", "")
+            table.add_row(name, str(d.num_classes), d.defaults.get("model", ""), f"{eps:.4g}", str(d.defaults.get("epochs", "")),
+                          d.description)
+    elif what == "models":
+        from bench.models import MODELS
+
+        table = Table("model", "description")
+        for name in MODELS:
+            table.add_row(name, (MODELS.get(name).__doc__ or "").strip().splitlines()[0])
+    elif what == "attacks":
+        from bench.attacks import ATTACKS
+
+        table = Table("attack", "description")
+        for name in ATTACKS:
+            table.add_row(name, (ATTACKS.get(name).__doc__ or "").strip().splitlines()[0])
+    else:
+        import tomllib
+
+        table = Table("suite file", "name", "description")
+        for path in sorted(Path("suites").glob("*.toml")):
+            try:
+                data = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError):
+                continue
+            table.add_row(str(path), str(data.get("name", path.stem)), str(data.get("description", "")))
+    console.print(table)
+
+
+@cli.command()
+@click.argument("cell_hash", metavar="CELL")
+@db_option
+@config_option
+def show(cell_hash: str, db, config) -> None:
+    """One cell's full record: config, status, error, provenance and class-wise accuracy."""
+    from sqlalchemy import select as sql_select
+
+    from bench.store import ClassMetric, Run, Store
+
+    store = Store(db or _settings(config).db)
+    store.check_schema()
+    with store.session() as session:
+        runs = session.execute(sql_select(Run).where(Run.cell_hash.startswith(cell_hash))).scalars().all()
+        if len(runs) != 1:
+            raise BenchError(f"cell {cell_hash!r} {'matches no run' if not runs else 'is ambiguous'} in {store.url}")
+        run = runs[0]
+        record = {c.name: getattr(run, c.name) for c in Run.__table__.columns if c.name != "config_json"}
+        record["config"] = json.loads(run.config_json)
+        for key in ("versions_json", "class_names_json"):
+            if record.get(key):
+                record[key.removesuffix("_json")] = json.loads(record.pop(key))
+        metrics = session.execute(sql_select(ClassMetric).where(ClassMetric.run_id == run.id)
+                                  .order_by(ClassMetric.attack_order, ClassMetric.class_index)).scalars().all()
+        record["class_accuracy"] = {}
+        for m in metrics:
+            record["class_accuracy"].setdefault(m.attack, {})[m.class_name] = round(m.accuracy, 4)
+    error = record.pop("error", None)
+    click.echo(json.dumps(record, indent=2, default=str))
+    if error:
+        click.echo(error)
+
+
+@cli.command()
+@click.option("--suite", help="Only this suite.")
+@db_option
+@config_option
+def status(suite, db, config) -> None:
+    """How many cells are running, done, failed or diverged, per suite."""
+    from bench.store import load_runs
+
+    runs = load_runs(db or _settings(config).db, suite)
+    if runs.empty:
+        raise BenchError("no runs" + (f" for suite {suite!r}" if suite else "") + " in the database")
+    counts = runs.groupby(["suite", "status"]).size().unstack(fill_value=0)
+    click.echo(counts.to_string())
+
+
+def main() -> None:
+    cli(prog_name="bench")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The imbalanced training subset and the prepared tensors of a cell.
+
+The kept subset depends on ``(dataset, imbalance, seed)`` only — never on the method — so every method at one
+seed trains on the identical images (paired design). Per class: a seeded shuffle of its indices, first ``n_c``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.data.datasets import DATASETS, RawData
+from bench.data.profiles import class_counts, parse_profile
+from bench.errors import BenchError
+
+
+@dataclass
+class PreparedData:
+    """Tensors of one cell, on its device: ``train_x`` ``[N, ...]`` float in the dataset's range, labels int64."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    class_names: list[str]
+    train_counts: list[int]
+    subset_hash: str
+    bounds: tuple[float, float] | None
+
+
+def derived_seed(*parts: object) -> int:
+    """A 63-bit seed from named parts (benchopt-style): independent streams without reseeding globals."""
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def select_subset(labels: np.ndarray, counts: list[int], seed: int) -> np.ndarray:
+    """Indices kept: per class ``c``, the first ``counts[c]`` of a shuffle seeded by ``seed``; sorted."""
+    rng = np.random.default_rng(seed)
+    kept = []
+    for c, n_c in enumerate(counts):
+        idx = np.flatnonzero(labels == c)
+        if n_c > idx.size:
+            raise BenchError(f"imbalance keeps {n_c} images of class {c}, but the training set has {idx.size}")
+        kept.append(rng.permutation(idx)[:n_c])
+    return np.sort(np.concatenate(kept))
+
+
+def subset_hash(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _binary_view(raw: RawData, classes: tuple[str, ...], where: str) -> RawData:
+    """Keep two classes (given by index or name) and relabel them 0 and 1."""
+    picked = []
+    for token in classes:
+        if token.isdigit() and int(token) < len(raw.class_names):
+            picked.append(int(token))
+        elif token in raw.class_names:
+            picked.append(raw.class_names.index(token))
+        else:
+            raise BenchError(f"{where}: class {token!r} is not a class of this dataset; valid: {', '.join(raw.class_names)}")
+
+    def view(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.isin(y, picked)
+        return x[mask], np.where(y[mask] == picked[0], 0, 1).astype(np.int64)
+
+    tr_x, tr_y = view(raw.train_x, raw.train_y)
+    te_x, te_y = view(raw.test_x, raw.test_y)
+    return RawData(tr_x, tr_y, te_x, te_y, [raw.class_names[i] for i in picked], raw.scale, raw.bounds)
+
+
+def prepare(
+    dataset: str,
+    imbalance: str,
+    seed: int,
+    *,
+    root: Path,
+    download: bool = False,
+    args: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> PreparedData:
+    """Load ``dataset``, keep the ``imbalance`` subset for ``seed`` and move everything to ``device``."""
+    args = dict(args or {})
+    plugin = DATASETS.get(dataset)()
+    raw = plugin.load(Path(root), download, args)
+    profile = parse_profile(imbalance)
+    if profile.kind == "binary":
+        raw = _binary_view(raw, profile.classes, f"imbalance {imbalance!r}")
+    counts = class_counts(imbalance, len(raw.class_names), plugin.n_max(raw, args))
+    kept = select_subset(raw.train_y, counts, derived_seed("subset", dataset, imbalance, seed))
+
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(x)).to(device=device, dtype=torch.float32) * raw.scale
+
+    return PreparedData(
+        train_x=tensor(raw.train_x[kept]),
+        train_y=torch.as_tensor(raw.train_y[kept], dtype=torch.int64, device=device),
+        test_x=tensor(raw.test_x),
+        test_y=torch.as_tensor(raw.test_y, dtype=torch.int64, device=device),
+        class_names=list(raw.class_names),
+        train_counts=counts,
+        subset_hash=subset_hash(kept),
+        bounds=raw.bounds,
+    )

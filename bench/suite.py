@@ -1,0 +1,377 @@
+"""Suites: TOML grids of cells, resolved to fully specified configurations.
+
+A suite has ``name``, ``description``, ``seeds``, ``[defaults]`` and one or more ``[[grid]]`` tables; each grid is
+the cartesian product of its list-valued keys, the suite the union of its grids. Inside a table-valued key
+(``train_attack``, ``method_args``, ``dataset_args``) a list value is an axis too, so ``method_args.lam = [1, 2]``
+sweeps λ. ``eval_attacks`` is a list of attack tables; a list of such lists sweeps it.
+
+Precedence, lowest first: built-in defaults (the dataset's own, then the general ones below) < ``bench.toml``
+``[defaults]`` < the suite's ``[defaults]`` < the grid's keys < CLI overrides. A cell's identity is the hash of its
+fully resolved configuration (suite name and the method's resolved hyperparameters included), which is the cache
+key in the results store.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fnmatch
+import hashlib
+import itertools
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import methods
+from bench.attacks import ATTACKS
+from bench.data import DATASETS, parse_profile
+from bench.errors import BenchError, did_you_mean
+from bench.models import MODELS
+from bench.settings import Settings
+from bench.store import CellRecord
+from bench.values import parse_number
+
+SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid")
+AUGMENTATIONS = ("none", "crop-flip", "crop", "flip")
+BN_MODES = ("train", "eval")
+
+# General built-in defaults; a dataset's own defaults sit on top of these.
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "model": "cnn-small",
+    "epochs": 15,
+    "batch_size": 128,
+    "eval_batch_size": 512,  # evaluation batches; as large as memory allows
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "warmup_epochs": 0,
+    "milestones": [],
+    "lr_decay": 0.01,
+    "augment": "none",
+    "train_attack": {"kind": "pgd", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10},
+    "eval_attacks": [{"kind": "pgd", "eps": 8 / 255, "alpha": 2 / 255, "steps": 20}],
+    "method_args": {},
+    "dataset_args": {},
+}
+CELL_KEYS = ("dataset", "imbalance", "method", "seed", *BUILTIN_DEFAULTS)
+TABLE_KEYS = ("train_attack", "method_args", "dataset_args")
+ATTACK_KEYS = ("kind", "eps", "alpha", "steps", "random_start", "name")
+TRAIN_ATTACK_KEYS = ("kind", "eps", "alpha", "steps", "random_start", "bn_mode")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One method × dataset × imbalance × seed × … configuration, fully resolved."""
+
+    config: dict
+    cell_hash: str
+
+    def __getitem__(self, key: str) -> Any:
+        return self.config[key]
+
+    @property
+    def adversarial(self) -> bool:
+        return self.config["train_attack"] != "none"
+
+    def record(self) -> CellRecord:
+        c = self.config
+        return CellRecord(
+            cell_hash=self.cell_hash, suite=c["suite"], method=c["method"], dataset=c["dataset"],
+            imbalance=c["imbalance"], seed=c["seed"], model=c["model"], adversarial=self.adversarial, config=c,
+        )
+
+    def label(self) -> str:
+        c = self.config
+        return f"{c['method']} · {c['dataset']} {c['imbalance']} · seed {c['seed']}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    seeds: list[int]
+    path: Path
+    cells: list[Cell]
+
+
+def load_suite(
+    path: str | Path,
+    settings: Settings,
+    *,
+    seeds: list[int] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Suite:
+    """Read, validate and expand a suite file into cells; every mistake is one :class:`BenchError` line."""
+    path = Path(path)
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"suite file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{where}: malformed TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{where}: cannot be read: {exc}") from None
+    for key in data:
+        if key not in SUITE_KEYS:
+            raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, SUITE_KEYS)}; valid: {', '.join(SUITE_KEYS)}")
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise BenchError(f"{where}: name must be a non-empty string, got {name!r}")
+    description = str(data.get("description", ""))
+    suite_seeds = seeds if seeds is not None else data.get("seeds", [0])
+    if not isinstance(suite_seeds, list) or not suite_seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in suite_seeds
+    ):
+        raise BenchError(f"{where}: seeds must be a non-empty list of integers >= 0, got {suite_seeds!r}")
+    suite_defaults = data.get("defaults", {})
+    _check_table(suite_defaults, f"{where}: defaults")
+    _check_keys(settings.defaults, f"{settings.source}: defaults", allow_grid=False)
+    _check_keys(suite_defaults, f"{where}: defaults", allow_grid=False)
+    grids = data.get("grid")
+    if not isinstance(grids, list) or not grids:
+        raise BenchError(f"{where}: needs at least one [[grid]] table with dataset and method")
+    cells: dict[str, Cell] = {}
+    for g, grid in enumerate(grids):
+        gwhere = f"{where}: grid[{g}]"
+        _check_table(grid, gwhere)
+        _check_keys(grid, gwhere, allow_grid=True)
+        if "seed" in grid:
+            raise BenchError(f"{gwhere}: set seeds with the top-level `seeds` list, not a grid key")
+        for point in expand_grid(grid):
+            for seed in suite_seeds:
+                config = resolve(point, seed, name, settings.defaults, suite_defaults, overrides or {}, gwhere)
+                cell = Cell(config, cell_hash(config))
+                cells.setdefault(cell.cell_hash, cell)
+    return Suite(name, description, list(suite_seeds), path, list(cells.values()))
+
+
+def _check_table(value: Any, where: str) -> None:
+    if not isinstance(value, dict):
+        raise BenchError(f"{where}: must be a table, got {value!r}")
+
+
+def _check_keys(table: Mapping[str, Any], where: str, allow_grid: bool) -> None:
+    allowed = [k for k in CELL_KEYS if k != "seed"]
+    for key in table:
+        if key not in allowed:
+            raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid: {', '.join(allowed)}")
+
+
+def expand_grid(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The cartesian product of a grid's axes (list values, also inside table-valued keys)."""
+    axes: list[tuple[tuple[str, ...], list[Any]]] = []
+    for key, value in grid.items():
+        if key in TABLE_KEYS and isinstance(value, dict):
+            for inner, inner_value in value.items():
+                axes.append(((key, inner), inner_value if isinstance(inner_value, list) else [inner_value]))
+        elif key in ("eval_attacks", "milestones"):
+            is_axis = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
+            axes.append(((key,), value if is_axis else [value]))
+        else:
+            axes.append(((key,), value if isinstance(value, list) else [value]))
+    points = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        point: dict[str, Any] = {}
+        for (path, _), value in zip(axes, combo):
+            if len(path) == 2:
+                point.setdefault(path[0], {})[path[1]] = value
+            else:
+                point[path[0]] = value
+        points.append(point)
+    return points
+
+
+def _merge(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """Layer ``layer`` over ``base``; table-valued keys merge key by key (``train_attack.eps`` alone overrides ε)."""
+    out = dict(base)
+    for key, value in layer.items():
+        if key in TABLE_KEYS and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(
+    point: Mapping[str, Any],
+    seed: int,
+    suite: str,
+    project_defaults: Mapping[str, Any],
+    suite_defaults: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    where: str,
+) -> dict[str, Any]:
+    """The fully resolved, validated configuration of one cell."""
+    layers = [project_defaults, suite_defaults, point, overrides]
+    dataset = next((layer["dataset"] for layer in reversed(layers) if "dataset" in layer), None)
+    if dataset is None:
+        raise BenchError(f"{where}: no dataset given; valid: {', '.join(DATASETS)}")
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise BenchError(f"{where}: unknown dataset {dataset!r}{did_you_mean(str(dataset), DATASETS)}; valid: {', '.join(DATASETS)}")
+    config = _merge(copy.deepcopy(BUILTIN_DEFAULTS), DATASETS.get(dataset).defaults)
+    for layer in layers:
+        config = _merge(config, layer)
+    config["seed"] = seed
+    config["suite"] = suite
+    return validate(config, where)
+
+
+def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check and normalise every key of a merged config (numbers from ``"8/255"``, names against registries)."""
+    c = dict(config)
+    if "method" not in c:
+        raise BenchError(f"{where}: no method given; valid: {', '.join(methods.names())}")
+    if "imbalance" not in c:
+        raise BenchError(f"{where}: no imbalance given; valid forms: step-K, exp-K, balanced, counts:..., binary:...")
+    for key, registry in (("method", methods.METHODS), ("model", MODELS)):
+        value = c[key]
+        if not isinstance(value, str) or value not in registry:
+            raise BenchError(f"{where}: {key} = {value!r} is unknown{did_you_mean(str(value), registry)}; valid: {', '.join(registry)}")
+    try:
+        parse_profile(c["imbalance"])
+    except BenchError as exc:
+        raise BenchError(f"{where}: imbalance: {exc}") from None
+    for key in ("epochs", "batch_size", "eval_batch_size"):
+        c[key] = _int(c[key], f"{where}: {key}", minimum=1)
+    c["warmup_epochs"] = _int(c["warmup_epochs"], f"{where}: warmup_epochs", minimum=0)
+    for key in ("lr", "momentum", "weight_decay"):
+        c[key] = _float(c[key], f"{where}: {key}", minimum=0.0)
+    c["lr_decay"] = _float(c["lr_decay"], f"{where}: lr_decay", minimum=0.0, strict=True)
+    if not isinstance(c["milestones"], list):
+        raise BenchError(f"{where}: milestones must be a list of epochs, got {c['milestones']!r}")
+    c["milestones"] = sorted(_int(m, f"{where}: milestones", minimum=0) for m in c["milestones"])
+    if c["augment"] not in AUGMENTATIONS:
+        raise BenchError(f"{where}: augment = {c['augment']!r} is unknown; valid: {', '.join(AUGMENTATIONS)}")
+    c["train_attack"] = _train_attack(c["train_attack"], f"{where}: train_attack")
+    if not isinstance(c["eval_attacks"], list):
+        raise BenchError(f"{where}: eval_attacks must be a list of attack tables, got {c['eval_attacks']!r}")
+    c["eval_attacks"] = [_attack(a, f"{where}: eval_attacks[{i}]", ATTACK_KEYS) for i, a in enumerate(c["eval_attacks"])]
+    labels = [attack_label(a) for a in c["eval_attacks"]]
+    if len(set(labels)) != len(labels) or "clean" in labels:
+        raise BenchError(f"{where}: eval_attacks labels must be unique and not 'clean', got {labels}; set `name`")
+    _check_table(c["method_args"], f"{where}: method_args")
+    _check_table(c["dataset_args"], f"{where}: dataset_args")
+    plugin = DATASETS.get(c["dataset"])
+    for key, value in c["dataset_args"].items():
+        if key not in plugin.params:
+            valid = ", ".join(plugin.params) or "none"
+            raise BenchError(f"{where}: dataset_args.{key} is unknown for {c['dataset']}{did_you_mean(key, plugin.params)}; valid: {valid}")
+        c["dataset_args"][key] = parse_number(value, f"{where}: dataset_args.{key}")
+    try:
+        method = methods.get(c["method"], **c["method_args"]).for_run(epochs=c["epochs"], milestones=c["milestones"])
+    except BenchError as exc:
+        raise BenchError(f"{where}: method_args: {exc}") from None
+    c["method_params"] = dataclasses.asdict(method)
+    return c
+
+
+def _int(value: Any, where: str, minimum: int) -> int:
+    number = parse_number(value, where)
+    if not float(number).is_integer() or number < minimum:
+        raise BenchError(f"{where}: must be an integer >= {minimum}, got {value!r}")
+    return int(number)
+
+
+def _float(value: Any, where: str, minimum: float, strict: bool = False) -> float:
+    number = float(parse_number(value, where))
+    if number < minimum or (strict and number == minimum):
+        raise BenchError(f"{where}: must be {'>' if strict else '>='} {minimum}, got {value!r}")
+    return number
+
+
+def _attack(table: Any, where: str, allowed: Iterable[str]) -> dict[str, Any]:
+    allowed = tuple(allowed)
+    if not isinstance(table, dict):
+        raise BenchError(f"{where}: must be a table like {{ kind = \"pgd\", eps = \"8/255\", alpha = \"2/255\", steps = 20 }}")
+    for key in table:
+        if key not in allowed:
+            raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid: {', '.join(allowed)}")
+    kind = table.get("kind", "pgd")
+    if kind not in ATTACKS:
+        raise BenchError(f"{where}: kind = {kind!r} is unknown{did_you_mean(str(kind), ATTACKS)}; valid: {', '.join(ATTACKS)}")
+    out: dict[str, Any] = {"kind": kind}
+    for key in ("eps", "alpha"):
+        if key not in table:
+            raise BenchError(f"{where}: missing {key}")
+        value = float(parse_number(table[key], f"{where}.{key}"))
+        if value < 0:
+            raise BenchError(f"{where}.{key} = {table[key]!r} is negative; must be >= 0")
+        out[key] = value
+    out["steps"] = _int(table.get("steps", 10), f"{where}.steps", minimum=0)
+    random_start = table.get("random_start", True)
+    if not isinstance(random_start, bool):
+        raise BenchError(f"{where}.random_start must be true or false, got {random_start!r}")
+    out["random_start"] = random_start
+    if "name" in table:
+        out["name"] = str(table["name"])
+    if "bn_mode" in allowed:
+        bn_mode = table.get("bn_mode", "train")
+        if bn_mode not in BN_MODES:
+            raise BenchError(f"{where}.bn_mode = {bn_mode!r} is unknown; valid: {', '.join(BN_MODES)}")
+        out["bn_mode"] = bn_mode
+    return out
+
+
+def _train_attack(value: Any, where: str) -> dict[str, Any] | str:
+    """A PGD table, or ``"none"`` for natural (non-adversarial) training."""
+    if value in ("none", False):
+        return "none"
+    return _attack(value, where, TRAIN_ATTACK_KEYS)
+
+
+def attack_label(attack: Mapping[str, Any]) -> str:
+    """The label results are stored under: the attack's ``name``, else ``kind-steps`` (``pgd-20``)."""
+    return attack.get("name") or f"{attack['kind']}-{attack['steps']}"
+
+
+def cell_hash(config: Mapping[str, Any]) -> str:
+    """The cell's identity: a hash of its fully resolved configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def select(cells: list[Cell], only: Iterable[str]) -> list[Cell]:
+    """Cells matching every ``KEY=PATTERN`` (glob; dotted keys reach into tables, e.g. ``method_args.lam=2*``)."""
+    filters = []
+    for item in only:
+        key, sep, pattern = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--only {item!r}: expected KEY=PATTERN, e.g. method=srat-*")
+        filters.append((key.strip(), pattern.strip()))
+    known = set(CELL_KEYS) | {"suite", "method_params"}
+    for key, _ in filters:
+        if key.split(".")[0] not in known:
+            raise BenchError(f"--only {key}=...: unknown key{did_you_mean(key, sorted(known))}; valid: {', '.join(sorted(known))}")
+
+    def value_of(config: Mapping[str, Any], key: str) -> str:
+        value: Any = config
+        for part in key.split("."):
+            value = value.get(part, "") if isinstance(value, dict) else ""
+        return value if isinstance(value, str) else json.dumps(value)
+
+    return [c for c in cells if all(fnmatch.fnmatchcase(value_of(c.config, k), p) for k, p in filters)]
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items to a layer (VALUE parsed as TOML when it can be, else taken as a string)."""
+    layer: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--set {item!r}: expected KEY=VALUE, e.g. epochs=5")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        parts = key.strip().split(".")
+        if len(parts) == 2 and parts[0] in TABLE_KEYS:
+            layer.setdefault(parts[0], {})[parts[1]] = value
+        elif len(parts) == 1:
+            layer[parts[0]] = value
+        else:
+            raise BenchError(f"--set {key}: only one level of nesting (e.g. method_args.lam=1)")
+    _check_keys(layer, "--set", allow_grid=False)
+    return layer

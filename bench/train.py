@@ -1,0 +1,178 @@
+"""Adversarial (or natural) training of one cell, with an atomic checkpoint every epoch.
+
+The recipe is methods.md §2: SGD with momentum and weight decay, linear warm-up then step decays at the
+milestones, PGD on each batch (batch norm in the mode the config names), the method's loss on the adversarial
+examples with its class weights for the epoch. Everything random draws from generators seeded from the cell and
+saved in the checkpoint, so a cell killed at any point resumes to exactly the result of an uninterrupted run
+(on the CPU). Losses and accuracies accumulate on the device; the host syncs once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.attacks import pgd
+from bench.data import PreparedData, derived_seed
+from bench.models import Classifier, build_model
+from methods import LossInputs, Method
+
+CHECKPOINT = "checkpoint.pt"
+FINAL = "final.pt"
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def lr_at(epoch: int, config: dict[str, Any]) -> float:
+    """Learning rate of an epoch: linear warm-up ``lr·(e+1)/W`` for ``e < W``, then ``× lr_decay`` per milestone."""
+    base = config["lr"]
+    warmup = config["warmup_epochs"]
+    if epoch < warmup:
+        return base * (epoch + 1) / warmup
+    return base * config["lr_decay"] ** sum(epoch >= m for m in config["milestones"])
+
+
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Batched random crop with zero padding and/or horizontal flip, on ``x``'s device; no per-sample Python."""
+    if kind == "none" or x.dim() != 4:
+        return x
+    n, _, h, w = x.shape
+    if kind in ("crop", "crop-flip"):
+        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=x.device)
+        rows = (offsets[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (offsets[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, channel, rows, cols]
+    if kind in ("flip", "crop-flip"):
+        flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainOutcome:
+    model: Classifier
+    curves: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images: int = 0
+    resumed_from: int = 0  # epochs that were loaded from a checkpoint
+
+
+def make_generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """A CPU generator for batch order and a device generator for augmentation and attack starts."""
+    order = torch.Generator().manual_seed(derived_seed("order", seed))
+    noise = torch.Generator(device=device).manual_seed(derived_seed("noise", seed))
+    return order, noise
+
+
+def build_cell_model(config: dict[str, Any], method: Method, data: PreparedData) -> Classifier:
+    """The cell's model, initialised from the cell's seed without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed("init", config["seed"]))
+        model = build_model(config["model"], len(data.class_names), tuple(data.train_x.shape[1:]), method.classifier)
+    return model.to(data.train_x.device)
+
+
+def train(
+    config: dict[str, Any],
+    method: Method,
+    data: PreparedData,
+    run_dir: Path,
+    on_epoch: Callable[[int, int, dict], None] | None = None,
+) -> TrainOutcome:
+    """Train one cell, resuming from ``run_dir/checkpoint.pt`` if present; raises :class:`Diverged` on NaN."""
+    device = data.train_x.device
+    model = build_cell_model(config, method, data)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]
+    )
+    order_gen, noise_gen = make_generators(config["seed"], device)
+    outcome = TrainOutcome(model)
+    start = 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = run_dir / CHECKPOINT
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        order_gen.set_state(state["order_rng"])
+        noise_gen.set_state(state["noise_rng"].to("cpu"))
+        outcome.curves = list(state["curves"])
+        outcome.train_seconds = float(state["train_seconds"])
+        outcome.images = int(state["images"])
+        start = outcome.resumed_from = int(state["epoch"]) + 1
+
+    counts = torch.as_tensor(data.train_counts, dtype=torch.float32, device=device)
+    attack = config["train_attack"]
+    n = data.train_x.shape[0]
+    batch_size = config["batch_size"]
+    for epoch in range(start, config["epochs"]):
+        t0 = time.perf_counter()
+        lr = lr_at(epoch, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        weight = method.class_weights(epoch, data.train_counts)
+        weight = weight.to(device) if weight is not None else None
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        perm = torch.randperm(n, generator=order_gen).to(device)
+        for start_idx in range(0, n, batch_size):
+            idx = perm[start_idx : start_idx + batch_size]
+            x = augment(data.train_x[idx], config["augment"], noise_gen)
+            y = data.train_y[idx]
+            if attack != "none":
+                model.train(attack["bn_mode"] == "train")
+                x = pgd(model, x, y, eps=attack["eps"], alpha=attack["alpha"], steps=attack["steps"],
+                        random_start=attack["random_start"], bounds=data.bounds, generator=noise_gen)
+            model.train()
+            logits, h = model.forward_features(x)
+            projection = model.project(h) if method.uses_projection else None
+            loss = method.loss(LossInputs(logits=logits, targets=y, class_counts=counts, epoch=epoch,
+                                          weight=weight, projection=projection))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+        mean_loss = float(loss_sum) / n
+        if not math.isfinite(mean_loss):
+            raise Diverged(f"training loss is {mean_loss} at epoch {epoch}")
+        seconds = time.perf_counter() - t0
+        outcome.train_seconds += seconds
+        outcome.images += n
+        row = {"epoch": epoch, "lr": lr, "loss": mean_loss, "train_accuracy": int(correct) / n, "seconds": seconds}
+        outcome.curves.append(row)
+        _save_atomic(
+            {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "order_rng": order_gen.get_state(), "noise_rng": noise_gen.get_state(),
+                "curves": outcome.curves, "train_seconds": outcome.train_seconds, "images": outcome.images,
+            },
+            checkpoint,
+        )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, config["epochs"], row)
+    return outcome
+
+
+def save_final(model: Classifier, run_dir: Path) -> None:
+    """Keep the final weights (for re-evaluation with new attacks) and drop the resumable checkpoint."""
+    _save_atomic({"model": model.state_dict()}, run_dir / FINAL)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
