@@ -212,8 +212,13 @@ class Store:
             self.engine: Engine = create_engine(url, **kwargs)
         except (ArgumentError, ImportError, SQLAlchemyError) as exc:
             raise BenchError(f"database URL {url!r} cannot be used: {exc}") from None
+        self.write_engine: Engine = self.engine
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+            # Writers take SQLite's write lock when their transaction starts (BEGIN IMMEDIATE), so a
+            # read-then-write claim never fails half-way on a lock upgrade; readers stay DEFERRED.
+            self.write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
 
     # -- schema -------------------------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -240,11 +245,17 @@ class Store:
             if not os.access(folder, os.W_OK):
                 raise BenchError(f"database folder {folder} is not writable")
         try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
+            has_schema = inspect(self.engine).has_table("runs")
         except SQLAlchemyError as exc:
-            raise BenchError(f"database {self.url} is unreachable: {_first_line(exc)}") from None
+            raise BenchError(f"database {self.url} is unreachable or unreadable: {_first_line(exc)}") from None
         self.check_schema(allow_missing=True)
+        if has_schema:  # a write that is rolled back: proves the file and connection accept writes
+            try:
+                with self.session() as session, session.begin():
+                    session.execute(update(Meta).where(Meta.key == "schema_version").values(value=Meta.value))
+                    session.rollback()
+            except SQLAlchemyError as exc:
+                raise BenchError(f"database {self.url} cannot be written: {_first_line(exc)}") from None
 
     def check_schema(self, allow_missing: bool = False) -> None:
         """Refuse a database written by another schema version (one line naming both versions)."""
@@ -252,7 +263,7 @@ class Store:
             if allow_missing:
                 return
             raise BenchError(f"database {self.url} holds no results yet; run `bench run SUITE.toml` first")
-        with Session(self.engine) as session:
+        with self.session(write=False) as session:
             try:
                 row = session.get(Meta, "schema_version")
             except SQLAlchemyError:
@@ -268,7 +279,7 @@ class Store:
         """Create the tables if missing and stamp the schema version."""
         try:
             Base.metadata.create_all(self.engine)
-            with Session(self.engine) as session, session.begin():
+            with self.session() as session, session.begin():
                 if session.get(Meta, "schema_version") is None:
                     session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
         except OperationalError as exc:
@@ -276,8 +287,8 @@ class Store:
         self.check_schema()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session:
+    def session(self, write: bool = True) -> Iterator[Session]:
+        with Session(self.write_engine if write else self.engine, expire_on_commit=False) as session:
             yield session
 
     # -- cells ----------------------------------------------------------------------------------------------
@@ -287,7 +298,7 @@ class Store:
             return {}
         out: dict[str, str] = {}
         hashes = list(cell_hashes)
-        with self.session() as session:
+        with self.session(write=False) as session:
             for start in range(0, len(hashes), 500):
                 chunk = hashes[start : start + 500]
                 for h, status in session.execute(select(Run.cell_hash, Run.status).where(Run.cell_hash.in_(chunk))):
@@ -396,8 +407,9 @@ def _class_rows(run_id: int, result: CellResult) -> list[ClassMetric]:
     return rows
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL lets readers (reports, a second runner's status check) proceed while a cell's rows are written."""
+def _sqlite_connect(dbapi_connection, _record) -> None:
+    """Let SQLAlchemy's ``begin`` event issue BEGIN; WAL lets readers proceed while a cell's rows are written."""
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -405,6 +417,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         pass
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn) -> None:
+    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -211,7 +211,7 @@ def resolve(
     if dataset is None:
         raise BenchError(f"{where}: no dataset given; valid: {', '.join(DATASETS)}")
     if not isinstance(dataset, str) or dataset not in DATASETS:
-        raise BenchError(f"{where}: unknown dataset {dataset!r}{did_you_mean(str(dataset), DATASETS)}; valid: {', '.join(DATASETS)}")
+        raise BenchError(f"{where}: dataset = {dataset!r} is unknown{did_you_mean(str(dataset), DATASETS)}; valid: {', '.join(DATASETS)}")
     config = _merge(copy.deepcopy(BUILTIN_DEFAULTS), DATASETS.get(dataset).defaults)
     for layer in layers:
         config = _merge(config, layer)

@@ -92,21 +92,26 @@ class _TorchvisionImages(Dataset):
         raise NotImplementedError
 
     def check_available(self, root: Path, download: bool) -> None:
+        self._open_checked(root, True, download)
+
+    def _open_checked(self, root: Path, train: bool, download: bool):
         try:
-            self._open(root, True, download)
+            return self._open(root, train, download)
         except RuntimeError:
             raise _missing(self.name, root / self.folder, self.what, self.url) from None
         except OSError as exc:
             raise BenchError(f"dataset {self.name}: cannot read {root}: {exc}") from None
 
     def load(self, root: Path, download: bool, args: dict[str, Any]) -> RawData:
-        self.check_available(root, download)
-        train_x, train_y = self._arrays(self._open(root, True, download))
-        test_x, test_y = self._arrays(self._open(root, False, download))
-        return RawData(train_x, train_y, test_x, test_y, self._class_names(root), scale=1 / 255)
+        train = self._open_checked(root, True, download)
+        train_x, train_y = self._arrays(train)
+        test_x, test_y = self._arrays(self._open_checked(root, False, download))
+        return RawData(train_x, train_y, test_x, test_y, self._class_names(train), scale=1 / 255)
 
-    def _class_names(self, root: Path) -> list[str]:
-        return [str(c) for c in range(self.num_classes)]
+    def _class_names(self, ds) -> list[str]:
+        """The dataset's own class names where torchvision reads them (CIFAR meta files), else indices."""
+        names = getattr(ds, "classes", None)
+        return [str(c) for c in names] if names else [str(c) for c in range(self.num_classes)]
 
 
 @DATASETS.register("cifar10")
@@ -118,7 +123,6 @@ class CIFAR10(_TorchvisionImages):
     folder = "cifar-10-batches-py"
     what = "cifar-10-python.tar.gz extracted (cifar-10-batches-py/)"
     url = "https://www.cs.toronto.edu/~kriz/cifar.html"
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
     def _open(self, root: Path, train: bool, download: bool):
         from torchvision.datasets import CIFAR10 as TV
@@ -127,9 +131,6 @@ class CIFAR10(_TorchvisionImages):
 
     def _arrays(self, ds) -> tuple[np.ndarray, np.ndarray]:
         return np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)), np.asarray(ds.targets, dtype=np.int64)
-
-    def _class_names(self, root: Path) -> list[str]:
-        return list(self.names)
 
 
 @DATASETS.register("cifar100")
@@ -143,9 +144,6 @@ class CIFAR100(CIFAR10):
         from torchvision.datasets import CIFAR100 as TV
 
         return TV(str(root), train=train, download=download)
-
-    def _class_names(self, root: Path) -> list[str]:
-        return [str(c) for c in range(self.num_classes)]
 
 
 @DATASETS.register("svhn")

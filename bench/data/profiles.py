@@ -37,7 +37,7 @@ def parse_profile(text: str) -> Profile:
     if match:
         factor = float(match.group(2))
         if factor < 1:
-            raise BenchError(f"imbalance {value!r}: K must be >= 1, got {match.group(2)}")
+            raise BenchError(f"imbalance {value!r}: K must be >= 1, got {match.group(2)}; valid forms: {PROFILE_FORMS}")
         return Profile(match.group(1), factor=factor)
     if value == "balanced":
         return Profile("balanced")
@@ -49,7 +49,7 @@ def parse_profile(text: str) -> Profile:
         if len(parts) == 2:
             classes = tuple(p.strip() for p in parts[0].split(","))
             counts = _ints(parts[1], value)
-            if len(classes) == 2 and len(counts) == 2 and classes[0] != classes[1]:
+            if len(classes) == 2 and len(counts) == 2 and classes[0].lstrip("0") != classes[1].lstrip("0"):
                 return Profile("binary", counts=counts, classes=classes)
     raise BenchError(f"unknown imbalance profile {value!r}; valid forms: {PROFILE_FORMS}")
 
@@ -58,9 +58,11 @@ def _ints(text: str, whole: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(p) for p in text.split(","))
     except ValueError:
-        raise BenchError(f"imbalance {whole!r}: counts must be integers separated by commas") from None
+        raise BenchError(
+            f"imbalance {whole!r}: counts must be integers separated by commas; valid forms: {PROFILE_FORMS}"
+        ) from None
     if not counts or any(c < 1 for c in counts):
-        raise BenchError(f"imbalance {whole!r}: every count must be >= 1")
+        raise BenchError(f"imbalance {whole!r}: every count must be >= 1; valid forms: {PROFILE_FORMS}")
     return counts
 
 
@@ -88,6 +90,8 @@ def class_counts(profile: str, num_classes: int, n_max: int) -> list[int]:
         return [max(int(n_max * r ** (c / (C - 1.0))), 1) for c in range(C)]
     if parsed.kind == "counts":
         if len(parsed.counts) != C:
-            raise BenchError(f"imbalance {profile!r}: gives {len(parsed.counts)} counts for {C} classes")
+            raise BenchError(
+                f"imbalance {profile!r}: gives {len(parsed.counts)} counts for {C} classes; valid forms: {PROFILE_FORMS}"
+            )
         return list(parsed.counts)
     return list(parsed.counts)  # binary

@@ -1,0 +1,468 @@
+"""The report's figures (matplotlib, Agg, no pyplot state): each one PNG (embedded in the HTML) and one PDF.
+
+* class-wise accuracy — per (suite, dataset, imbalance): bars of standard and robust accuracy per class, for
+  natural and adversarial training when both were run (the paper's Figure 1), one panel per shown method;
+* training class counts — one line per (dataset, imbalance);
+* sweeps — accuracy against a config key that varies within a table (``lam``, ``under_weight``), and against
+  the imbalance ratio K when a suite runs three or more ratios of one imbalance kind;
+* training curves — loss and training accuracy per epoch, mean over seeds.
+
+Figure count and size are bounded whatever the database holds (the limits below): a table gets at most one
+figure of each kind, and a figure shows at most a few methods — the table's first row (the plain baseline in
+registry order) and those with the best robust accuracy on the under-represented classes. Building a figure is
+~0.1 s of matplotlib per panel and format, so these limits are what keeps a 10,000-run report within seconds.
+
+Building is split in two: :func:`plan_figures` turns tables and data into small picklable specs (numbers only),
+and :func:`draw` draws one spec — so figures can be drawn in parallel processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bench.report.load import ReportData, load_curves
+from bench.report.tables import Row, Table, TableKey, imbalance_ratio
+
+MAX_METHOD_PANELS = 4  # class-wise panels per figure (one per shown method)
+MAX_LINES = 6  # methods per curve / sweep figure
+MAX_SWEEP_KEYS = 2  # swept config keys drawn per table (those with the most values)
+MAX_PROFILES = 12  # class-count profiles in the one profile figure
+DPI = 90  # PNG resolution: a 9-inch figure is 810 px wide, sharp on screen, ~30 kB
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """What to draw, as plain data: ``kind`` picks the drawing function; ``payload`` its numbers."""
+
+    kind: str  # classwise | curves | sweep | profile
+    name: str  # file stem, [a-z0-9-] only
+    title: str
+    caption: str
+    payload: dict = field(hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    kind: str
+    title: str
+    caption: str
+    png: bytes
+    pdf: bytes
+
+    @property
+    def png_base64(self) -> str:
+        return base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass
+class FigurePlan:
+    """Specs grouped where the report shows them: after a table, or in the report-wide figure section."""
+
+    by_table: dict[TableKey, list[FigureSpec]]
+    overall: list[FigureSpec]
+
+    def all(self) -> list[FigureSpec]:
+        return [*self.overall, *(s for specs in self.by_table.values() for s in specs)]
+
+
+# -- planning -----------------------------------------------------------------------------------------------------
+def plan_figures(data: ReportData, tables: list[Table]) -> FigurePlan:
+    by_table: dict[TableKey, list[FigureSpec]] = {t.key: [] for t in tables}
+    overall: list[FigureSpec] = []
+    class_acc = _class_accuracy(data)
+
+    sections: dict[tuple, list[Table]] = {}
+    for table in tables:
+        sections.setdefault((table.key.suite, table.key.dataset, table.key.imbalance), []).append(table)
+    for section_tables in sections.values():
+        spec = _classwise_spec(data, section_tables, class_acc)
+        if spec is not None:
+            by_table[section_tables[0].key].append(spec)
+
+    curve_rows = {t.key: highlighted(t, MAX_LINES) for t in tables}
+    curve_ids = [i for rows in curve_rows.values() for r in rows for i in r.done_ids]
+    curves = load_curves(data.url, curve_ids) if curve_ids else pd.DataFrame()
+    for table in tables:
+        spec = _curves_spec(table, curve_rows[table.key], curves)
+        if spec is not None:
+            by_table[table.key].append(spec)
+        spec = _sweep_spec(table)
+        if spec is not None:
+            by_table[table.key].append(spec)
+
+    profile = _profile_spec(data)
+    if profile is not None:
+        overall.append(profile)
+    overall.extend(_ratio_sweep_specs(tables))
+    return FigurePlan(by_table, overall)
+
+
+def highlighted(table: Table, limit: int) -> list[Row]:
+    """The rows a figure shows: the first row with results, then the best robust-under ones, in table order."""
+    done = [r for r in table.rows if r.n_seeds]
+    if len(done) <= limit:
+        return done
+    chosen = {id(done[0])} | {id(r) for r in sorted(done[1:], key=_robust_under, reverse=True)[: limit - 1]}
+    return [r for r in done if id(r) in chosen]
+
+
+def _robust_under(row: Row) -> float:
+    for key in ((1, "under"), (0, "under")):
+        cell = row.cells.get(key)
+        if cell is not None and cell.mean is not None:
+            return cell.mean
+    return -math.inf
+
+
+def _class_accuracy(data: ReportData) -> pd.Series:
+    """(run_id, attack_order, class_index) -> accuracy in percent."""
+    rows = data.class_rows
+    if rows.empty:
+        return pd.Series(dtype=float)
+    acc = rows["correct"].to_numpy() / np.maximum(rows["n_test"].to_numpy(), 1) * 100.0
+    return pd.Series(acc, index=pd.MultiIndex.from_frame(rows[["run_id", "attack_order", "class_index"]]))
+
+
+def _mean_by_class(class_acc: pd.Series, run_ids: list[int], order: int) -> np.ndarray | None:
+    if class_acc.empty or not run_ids:
+        return None
+    picked = class_acc[class_acc.index.get_level_values(0).isin(run_ids)]
+    picked = picked[picked.index.get_level_values(1) == order]
+    if picked.empty:
+        return None
+    means = picked.groupby(level=2).mean()
+    full = pd.Series(np.nan, index=range(int(means.index.max()) + 1))
+    full.loc[means.index] = means.to_numpy()
+    return full.to_numpy()
+
+
+def _class_names(data: ReportData, run_ids: list[int], n: int) -> list[str]:
+    for run_id in run_ids:
+        names = data.runs.at[run_id, "class_names"]
+        if isinstance(names, list) and len(names) >= n:
+            return [str(x) for x in names[:n]]
+    return [str(i) for i in range(n)]
+
+
+def _classwise_spec(data: ReportData, section: list[Table], class_acc: pd.Series) -> FigureSpec | None:
+    primary = next((t for t in section if t.key.adversarial), section[0])
+    panels = []
+    names: list[str] = []
+    for row in highlighted(primary, MAX_METHOD_PANELS):
+        series = []
+        for table in sorted(section, key=lambda t: not t.key.adversarial):
+            match = next((r for r in table.rows if r.label == row.label and r.n_seeds), None)
+            if match is None:
+                continue
+            mode = "adversarial training" if table.key.adversarial else "natural training"
+            for order, what in ((0, "standard"), (1, "robust")):
+                values = _mean_by_class(class_acc, match.done_ids, order)
+                if values is not None:
+                    series.append({"label": f"{mode} · {what}", "values": values})
+            if not names:
+                width = max((len(s["values"]) for s in series), default=0)
+                names = _class_names(data, match.done_ids, width)
+        if series:
+            panels.append({"title": row.label, "series": series})
+    if not panels:
+        return None
+    key = primary.key
+    return FigureSpec(
+        kind="classwise", name=f"classwise-{_slug(key.suite, key.dataset, key.imbalance)}",
+        title=f"Class-wise accuracy · {key.dataset} · {key.imbalance}",
+        caption=("Accuracy per class (%), mean over seeds: standard (clean) and robust (first evaluation attack), "
+                 "for each training mode run. Methods shown: the first row and those with the best robust "
+                 f"accuracy on the under-represented classes (at most {MAX_METHOD_PANELS})."),
+        payload={"panels": panels, "class_names": names},
+    )
+
+
+def _curves_spec(table: Table, rows: list[Row], curves: pd.DataFrame) -> FigureSpec | None:
+    if curves.empty or not rows:
+        return None
+    lines = []
+    for row in rows:
+        mine = curves[curves["run_id"].isin(row.done_ids)]
+        if mine.empty:
+            continue
+        mean = mine.groupby("epoch")[["loss", "train_accuracy"]].mean()
+        lines.append({"label": row.label, "epoch": mean.index.to_numpy(dtype=float),
+                      "loss": mean["loss"].to_numpy(dtype=float),
+                      "train_accuracy": mean["train_accuracy"].to_numpy(dtype=float)})
+    if not lines:
+        return None
+    key = table.key
+    return FigureSpec(
+        kind="curves", name=f"curves-{_slug(key.suite, key.dataset, key.imbalance, str(key.adversarial))}",
+        title=f"Training curves · {key.title}",
+        caption=f"Training loss and training accuracy per epoch, mean over seeds (at most {MAX_LINES} methods).",
+        payload={"lines": lines},
+    )
+
+
+def _numeric(value) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _sweep_spec(table: Table) -> FigureSpec | None:
+    order = 1 if any(g.attack_order == 1 for g in table.column_groups) else 0
+    keys: dict[str, set] = {}
+    for row in table.rows:
+        for k, v in row.settings.items():
+            if _numeric(v) is not None:
+                keys.setdefault(k, set()).add(_numeric(v))
+    keys = {k: v for k, v in keys.items() if len(v) >= 2}
+    panels = []
+    for k in sorted(keys, key=lambda k: (-len(keys[k]), k))[:MAX_SWEEP_KEYS]:
+        lines: dict[str, dict] = {}
+        for row in table.rows:
+            x = _numeric(row.settings.get(k))
+            overall, under = row.cells.get((order, "overall")), row.cells.get((order, "under"))
+            if x is None or overall is None or overall.mean is None:
+                continue
+            rest = ", ".join(f"{o.removeprefix('method_args.')}={row.settings[o]}" for o in sorted(row.settings) if o != k)
+            label = f"{row.method} [{rest}]" if rest else row.method
+            line = lines.setdefault(label, {"label": label, "x": [], "overall": [], "under": []})
+            line["x"].append(x)
+            line["overall"].append(overall.mean)
+            line["under"].append(under.mean if under is not None and under.mean is not None else np.nan)
+        kept = [line for line in lines.values() if len(line["x"]) >= 2][:MAX_LINES]
+        for line in kept:
+            idx = np.argsort(line["x"])
+            for name in ("x", "overall", "under"):
+                line[name] = np.asarray(line[name], dtype=float)[idx]
+        if kept:
+            panels.append({"xlabel": k.removeprefix("method_args."), "lines": kept, "log": _wide(keys[k])})
+    if not panels:
+        return None
+    key = table.key
+    what = "Robust" if order == 1 else "Standard"
+    return FigureSpec(
+        kind="sweep", name=f"sweep-{_slug(key.suite, key.dataset, key.imbalance, str(key.adversarial))}",
+        title=f"Sweeps · {key.title}",
+        caption=(f"{what} accuracy (%) against each swept setting, mean over seeds: overall (solid) and "
+                 "under-represented classes (dashed)."),
+        payload={"panels": panels, "ylabel": f"{what} accuracy (%)"},
+    )
+
+
+def _wide(values) -> bool:
+    values = [v for v in values if v > 0]
+    return len(values) >= 2 and max(values) / min(values) >= 20
+
+
+def _ratio_sweep_specs(tables: list[Table]) -> list[FigureSpec]:
+    groups: dict[tuple, list[tuple[float, Table]]] = {}
+    for table in tables:
+        kind, ratio = imbalance_ratio(table.key.imbalance)
+        if ratio is not None:
+            groups.setdefault((table.key.suite, table.key.dataset, kind, table.key.adversarial), []).append(
+                (ratio, table))
+    specs = []
+    for (suite, dataset, kind, adversarial), members in groups.items():
+        if len({r for r, _ in members}) < 3:  # the paper's main grid (two ratios per kind) is not a sweep
+            continue
+        members.sort(key=lambda m: m[0])
+        order = 1 if any(g.attack_order == 1 for _, t in members for g in t.column_groups) else 0
+        labels = [r.label for r in highlighted(members[-1][1], MAX_LINES)]
+        lines = []
+        for label in labels:
+            xs, overall, under = [], [], []
+            for ratio, table in members:
+                row = next((r for r in table.rows if r.label == label), None)
+                cell = row.cells.get((order, "overall")) if row else None
+                if cell is None or cell.mean is None:
+                    continue
+                u = row.cells.get((order, "under"))
+                xs.append(ratio)
+                overall.append(cell.mean)
+                under.append(u.mean if u is not None and u.mean is not None else np.nan)
+            if len(xs) >= 2:
+                lines.append({"label": label, "x": np.asarray(xs), "overall": np.asarray(overall),
+                              "under": np.asarray(under)})
+        if not lines:
+            continue
+        what = "Robust" if order == 1 else "Standard"
+        training = "adversarial training" if adversarial else "natural training"
+        specs.append(FigureSpec(
+            kind="sweep", name=f"ratio-sweep-{_slug(suite, dataset, kind, str(adversarial))}",
+            title=f"Imbalance ratio sweep · {dataset} · {kind} · {training}",
+            caption=(f"{what} accuracy (%) against the imbalance ratio K, mean over seeds: overall (solid) and "
+                     "under-represented classes (dashed)."),
+            payload={"panels": [{"xlabel": f"imbalance ratio K ({kind})", "lines": lines, "log": True}],
+                     "ylabel": f"{what} accuracy (%)"},
+        ))
+    return specs
+
+
+def _profile_spec(data: ReportData) -> FigureSpec | None:
+    rows = data.class_rows
+    if rows.empty:
+        return None
+    runs = data.runs.loc[data.runs["status"] == "done", ["dataset", "imbalance"]]
+    runs = runs[runs.index.isin(rows["run_id"].unique())]
+    firsts = runs.reset_index().drop_duplicates(["dataset", "imbalance"]).head(MAX_PROFILES)
+    wanted = set(firsts["index"])
+    counts = rows[rows["run_id"].isin(wanted)].drop_duplicates(["run_id", "class_index"])
+    profiles = []
+    for rec in firsts.itertuples(index=False):
+        mine = counts[counts["run_id"] == rec.index].sort_values("class_index")
+        profiles.append({"label": f"{rec.dataset} · {rec.imbalance}",
+                         "classes": mine["class_index"].to_numpy(dtype=float),
+                         "counts": mine["n_train"].to_numpy(dtype=float)})
+    if not profiles:
+        return None
+    return FigureSpec(
+        kind="profile", name="class-counts",
+        title="Training examples per class",
+        caption=f"Training class counts of each (dataset, imbalance) (at most {MAX_PROFILES}).",
+        payload={"profiles": profiles},
+    )
+
+
+# -- drawing ------------------------------------------------------------------------------------------------------
+def draw(spec: FigureSpec) -> Figure:
+    """Draw one spec into PNG and PDF bytes (deterministic: no timestamps in either file)."""
+    from matplotlib.figure import Figure as MplFigure  # imported here: only reports pay for matplotlib
+
+    fig: MplFigure = _DRAW[spec.kind](spec.payload)
+    fig.suptitle(_t(spec.title), fontsize=10)
+    png, pdf = io.BytesIO(), io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(pdf, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
+    return Figure(spec.name, spec.kind, spec.title, spec.caption, png.getvalue(), pdf.getvalue())
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.figure import Figure as MplFigure
+
+    return MplFigure(figsize=(width, height))
+
+
+def _bars(ax, x, heights, width: float, color: str) -> None:
+    """Bars as one PolyCollection: one artist instead of one patch per bar (3x faster to draw)."""
+    from matplotlib.collections import PolyCollection
+
+    heights = np.nan_to_num(np.asarray(heights, dtype=float))
+    verts = [[(a, 0.0), (a, h), (a + width, h), (a + width, 0.0)] for a, h in zip(x, heights)]
+    ax.add_collection(PolyCollection(verts, facecolors=color, edgecolors="none"))
+
+
+def _draw_classwise(payload: dict):
+    from matplotlib.patches import Patch
+
+    panels, names = payload["panels"], payload["class_names"]
+    n_classes = max(len(s["values"]) for p in panels for s in p["series"])
+    fig = _new_figure(min(3.0 * len(panels) + 1.0, 13.0), 3.4)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
+    labels = sorted({s["label"] for p in panels for s in p["series"]}, key=_series_order)
+    colors = {label: f"C{i}" for i, label in enumerate(labels)}
+    x = np.arange(n_classes)
+    for ax, panel in zip(axes, panels):
+        width = 0.8 / len(panel["series"])
+        for i, series in enumerate(panel["series"]):
+            values = np.full(n_classes, np.nan)
+            values[: len(series["values"])] = series["values"]
+            _bars(ax, x - 0.4 + i * width, values, width, colors[series["label"]])
+        ax.set_xlim(-0.6, n_classes - 0.4)
+        ax.set_ylim(0, 100)
+        ax.set_title(_t(panel["title"]), fontsize=9)
+        if n_classes <= 20:
+            ax.set_xticks(x, [_t(n[:8]) for n in names[:n_classes]] if names else x, fontsize=7,
+                          rotation=90 if n_classes > 10 or max(map(len, names or ["0"])) > 3 else 0)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("accuracy (%)", fontsize=8)
+    fig.legend(handles=[Patch(color=colors[label], label=_t(label)) for label in labels], loc="upper center",
+               ncols=min(len(labels), 4), fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.93))
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.72, bottom=0.2, wspace=0.08)
+    return fig
+
+
+def _series_order(label: str) -> tuple:
+    return ("natural" in label, "robust" in label, label)
+
+
+def _draw_curves(payload: dict):
+    fig = _new_figure(9.0, 3.2)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for i, line in enumerate(payload["lines"]):
+        ax_loss.plot(line["epoch"], line["loss"], color=f"C{i}", label=_t(line["label"]), lw=1.2)
+        ax_acc.plot(line["epoch"], line["train_accuracy"] * (100.0 if np.nanmax(line["train_accuracy"]) <= 1.0
+                                                                else 1.0), color=f"C{i}", lw=1.2)
+    ax_loss.set_xlabel("epoch", fontsize=8)
+    ax_loss.set_ylabel("training loss", fontsize=8)
+    ax_acc.set_xlabel("epoch", fontsize=8)
+    ax_acc.set_ylabel("training accuracy (%)", fontsize=8)
+    for ax in (ax_loss, ax_acc):
+        ax.tick_params(labelsize=7)
+    fig.legend(loc="center right", fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.07, right=0.76, top=0.86, bottom=0.16, wspace=0.28)
+    return fig
+
+
+def _draw_sweep(payload: dict):
+    panels = payload["panels"]
+    fig = _new_figure(4.2 * len(panels) + 2.2, 3.2)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
+    labelled = set()
+    for ax, panel in zip(axes, panels):
+        for i, line in enumerate(panel["lines"]):
+            label = _t(line["label"]) if line["label"] not in labelled else None
+            labelled.add(line["label"])
+            ax.plot(line["x"], line["overall"], "o-", color=f"C{i}", lw=1.2, ms=3, label=label)
+            ax.plot(line["x"], line["under"], "o--", color=f"C{i}", lw=1.2, ms=3)
+        if panel["log"]:
+            ax.set_xscale("log")
+        ax.set_xlabel(_t(panel["xlabel"]), fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel(payload["ylabel"], fontsize=8)
+    fig.legend(loc="center right", fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.08, right=0.72, top=0.86, bottom=0.16, wspace=0.25)
+    return fig
+
+
+def _draw_profile(payload: dict):
+    fig = _new_figure(7.5, 3.2)
+    ax = fig.subplots()
+    top, bottom = 1.0, math.inf
+    for i, profile in enumerate(payload["profiles"]):
+        ax.plot(profile["classes"], profile["counts"], "o-", color=f"C{i % 10}", lw=1.2, ms=3,
+                label=_t(profile["label"]))
+        if len(profile["counts"]):
+            top, bottom = max(top, float(np.max(profile["counts"]))), min(bottom, float(np.min(profile["counts"])))
+    if bottom > 0 and top / bottom >= 10:
+        ax.set_yscale("log")
+    ax.set_xlabel("class index", fontsize=8)
+    ax.set_ylabel("training examples", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.1, right=0.7, top=0.86, bottom=0.16)
+    return fig
+
+
+def _t(text) -> str:
+    """User text for matplotlib: a ``$`` would start mathtext (and a lone one fails the whole figure)."""
+    return str(text).replace("$", r"\$")
+
+
+_DRAW = {"classwise": _draw_classwise, "curves": _draw_curves, "sweep": _draw_sweep, "profile": _draw_profile}
+
+
+def _slug(*parts: str) -> str:
+    """A file-name-safe, unique stem for user-named parts (suite names may hold any character)."""
+    text = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")[:60] or "x"
+    digest = hashlib.sha1("\x00".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{text}-{digest}"

@@ -1,0 +1,171 @@
+"""Suite files: grids, precedence, cell identity, selection, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchError
+from bench.settings import Settings, load_settings
+from bench.suite import cell_hash, expand_grid, load_suite, parse_overrides, select
+
+
+def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+BASIC = """
+name = "t"
+seeds = [0, 1]
+[[grid]]
+dataset = "digits"
+imbalance = ["step-10", "exp-10"]
+method = ["ce", "srat-ldam"]
+"""
+
+
+def test_three_line_grid_is_a_complete_suite_with_dataset_defaults(tmp_path):
+    suite = load_suite(write(tmp_path, BASIC), Settings())
+    assert len(suite.cells) == 2 * 2 * 2
+    cfg = suite.cells[0].config
+    assert cfg["model"] == "cnn-small" and cfg["epochs"] == 15  # digits' own defaults
+    assert cfg["train_attack"] == {"kind": "pgd", "eps": 0.1, "alpha": 0.025, "steps": 10,
+                                   "random_start": True, "bn_mode": "train"}
+    assert {c["seed"] for c in suite.cells} == {0, 1}
+    assert len({c.cell_hash for c in suite.cells}) == 8
+
+
+def test_cifar_defaults_follow_the_recipe(tmp_path):
+    suite = load_suite(write(tmp_path, 'seeds=[0]\n[[grid]]\ndataset="cifar10"\nimbalance="step-100"\nmethod="ce"\n'), Settings())
+    cfg = suite.cells[0].config
+    assert cfg["model"] == "resnet18" and cfg["epochs"] == 200 and cfg["batch_size"] == 128
+    assert cfg["milestones"] == [160, 180] and cfg["warmup_epochs"] == 5 and cfg["lr"] == 0.1
+    assert cfg["train_attack"]["eps"] == pytest.approx(8 / 255) and cfg["train_attack"]["alpha"] == pytest.approx(2 / 255)
+    assert cfg["eval_attacks"][0]["steps"] == 20
+    assert cfg["method_params"]["drw_epoch"] == 160  # DRW starts at the first LR milestone
+
+
+def test_svhn_alpha_is_one_over_255(tmp_path):
+    suite = load_suite(write(tmp_path, '[[grid]]\ndataset="svhn"\nimbalance="step-10"\nmethod="ce"\n'), Settings())
+    assert suite.cells[0].config["train_attack"]["alpha"] == pytest.approx(1 / 255)
+
+
+def test_fractions_accepted_where_floats_expected(tmp_path):
+    text = BASIC + '[defaults]\ntrain_attack = { eps = "8/255", alpha = "2/255" }\nlr = "1/10"\n'
+    cfg = load_suite(write(tmp_path, text), Settings()).cells[0].config
+    assert cfg["train_attack"]["eps"] == pytest.approx(8 / 255)
+    assert cfg["train_attack"]["steps"] == 10  # merged key by key with the dataset's table
+    assert cfg["lr"] == pytest.approx(0.1)
+
+
+def test_precedence_builtin_project_suite_grid_cli(tmp_path):
+    (tmp_path / "bench.toml").write_text("[defaults]\nepochs = 3\nbatch_size = 64\nlr = 0.2\nmomentum = 0.5\n")
+    settings = load_settings(tmp_path / "bench.toml")
+    text = """
+    [defaults]
+    batch_size = 32
+    lr = 0.3
+    momentum = 0.6
+    [[grid]]
+    dataset = "digits"
+    imbalance = "step-10"
+    method = "ce"
+    lr = 0.4
+    momentum = 0.7
+    """
+    overrides = parse_overrides(["momentum=0.8"])
+    cfg = load_suite(write(tmp_path, text), settings, overrides=overrides).cells[0].config
+    assert cfg["warmup_epochs"] == 2  # built-in (digits)
+    assert cfg["epochs"] == 3  # bench.toml over built-in
+    assert cfg["batch_size"] == 32  # suite defaults over bench.toml
+    assert cfg["lr"] == 0.4  # grid over suite defaults
+    assert cfg["momentum"] == 0.8  # CLI over grid
+
+
+def test_grids_are_a_union_and_table_keys_sweep(tmp_path):
+    text = """
+    seeds = [0]
+    [[grid]]
+    dataset = "digits"
+    imbalance = "step-10"
+    method = "srat-ce"
+    method_args.lam = [0.5, 1, 2]
+    [[grid]]
+    dataset = "digits"
+    imbalance = "exp-10"
+    method = ["ce"]
+    eval_attacks = [[{ kind = "pgd", eps = 0.1, alpha = 0.025, steps = 5 }],
+                    [{ kind = "fgsm", eps = 0.1, alpha = 0.1, steps = 1 }]]
+    """
+    cells = load_suite(write(tmp_path, text), Settings()).cells
+    assert sorted(c["method_params"]["lam"] for c in cells if c["method"] == "srat-ce") == [0.5, 1.0, 2.0]
+    kinds = sorted(c["eval_attacks"][0]["kind"] for c in cells if c["method"] == "ce")
+    assert kinds == ["fgsm", "pgd"]
+
+
+def test_expand_grid_is_a_cartesian_product():
+    points = expand_grid({"a": [1, 2], "b": ["x", "y", "z"], "c": 5})
+    assert len(points) == 6 and {"a": 2, "b": "z", "c": 5} in points
+
+
+def test_cell_hash_is_the_resolved_configuration(tmp_path):
+    a = load_suite(write(tmp_path, BASIC), Settings()).cells
+    b = load_suite(write(tmp_path, BASIC, "copy.toml"), Settings()).cells
+    assert [c.cell_hash for c in a] == [c.cell_hash for c in b]
+    changed = load_suite(write(tmp_path, BASIC + "[defaults]\nepochs = 14\n", "e.toml"), Settings()).cells
+    assert not {c.cell_hash for c in a} & {c.cell_hash for c in changed}
+    assert cell_hash({"x": 1, "y": 2}) == cell_hash({"y": 2, "x": 1})
+
+
+def test_only_and_seeds(tmp_path):
+    suite = load_suite(write(tmp_path, BASIC), Settings(), seeds=[5])
+    assert {c["seed"] for c in suite.cells} == {5}
+    picked = select(suite.cells, ["method=srat-*", "imbalance=exp-*"])
+    assert [(c["method"], c["imbalance"]) for c in picked] == [("srat-ldam", "exp-10")]
+    assert select(suite.cells, ["method_params.lam=2.0"])[0]["method"] == "srat-ldam"
+    with pytest.raises(BenchError, match="KEY=PATTERN"):
+        select(suite.cells, ["method"])
+    with pytest.raises(BenchError, match="did you mean 'method'"):
+        select(suite.cells, ["methd=ce"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name = \n", "malformed TOML"),
+        (BASIC + "epoch = 3\n", "unknown key 'epoch'"),
+        (BASIC.replace('"ce"', '"srat-ldm"'), r"method = 'srat-ldm' is unknown \(did you mean 'srat-ldam'\?\); valid: ce, focal"),
+        (BASIC.replace('"digits"', '"cifar11"'), r"dataset = 'cifar11' is unknown.*valid: cifar10, cifar100, svhn, digits, gaussian"),
+        (BASIC.replace('"step-10"', '"stp-10"'), r"unknown imbalance profile 'stp-10'; valid forms"),
+        (BASIC.replace('"step-10"', '"step-0.5"'), r"K must be >= 1"),
+        (BASIC + "[defaults]\ntrain_attack = { eps = -0.1 }\n", r"train_attack.eps = -0.1 is negative"),
+        (BASIC + "[defaults]\nepochs = 0\n", r"epochs: must be an integer >= 1"),
+        (BASIC + "[defaults]\nmethod_args = { lamda = 1 }\n", r"unknown hyperparameter 'lamda' \(did you mean 'lam'\?\)"),
+        (BASIC + "[defaults]\nmethod_args = { beta = 1.5 }\n", r"beta = 1.5 is invalid"),
+        (BASIC + "[defaults]\naugment = \"rotate\"\n", r"augment = 'rotate' is unknown; valid: none, crop-flip"),
+        (BASIC + "[defaults]\nlr = \"fast\"\n", r"lr: expected a number"),
+        ("name = \"x\"\n", r"needs at least one \[\[grid\]\]"),
+        (BASIC.replace("seeds = [0, 1]", "seeds = [-1]"), r"seeds must be a non-empty list of integers >= 0"),
+    ],
+)
+def test_bad_suites_are_one_line_naming_file_key_and_value(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(BenchError, match=message) as info:
+        load_suite(path, Settings())
+    assert str(path) in str(info.value) or "K must be" in str(info.value) or "lr:" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_suite_file(tmp_path):
+    with pytest.raises(BenchError, match="does not exist"):
+        load_suite(tmp_path / "nope.toml", Settings())
+
+
+def test_bad_bench_toml(tmp_path):
+    (tmp_path / "bench.toml").write_text("[bench]\ndata_rot = 'x'\n")
+    with pytest.raises(BenchError, match=r"unknown key bench.data_rot \(did you mean 'data_root'\?\)"):
+        load_settings(tmp_path / "bench.toml")
