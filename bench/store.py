@@ -206,7 +206,10 @@ class Store:
         except ArgumentError:
             raise BenchError(f"database URL {url!r} is not a SQLAlchemy URL (e.g. sqlite:///results/bench.db)") from None
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        self.path = Path(parsed.database) if self.is_sqlite and parsed.database not in (None, "", ":memory:") else None
+        database = parsed.database or ""
+        if database.startswith("file:"):  # SQLite URI filename, e.g. sqlite:///file:x.db?mode=ro&uri=true
+            database = database[len("file:"):].split("?")[0]
+        self.path = Path(database) if self.is_sqlite and database not in ("", ":memory:") else None
         kwargs = {"connect_args": {"timeout": 60}} if self.is_sqlite else {"pool_pre_ping": True}
         try:
             self.engine: Engine = create_engine(url, **kwargs)
@@ -231,19 +234,19 @@ class Store:
             raise BenchError(f"database {self.url} cannot be read: {_first_line(exc)}") from None
 
     def check_writable(self) -> None:
-        """Fail with one line, before anything runs, when the database cannot be created or written."""
-        if self.path is not None:
-            folder = self.path.parent if str(self.path.parent) else Path(".")
-            if self.path.exists():
-                if not os.access(self.path, os.R_OK | os.W_OK):
-                    raise BenchError(f"database {self.path} is not readable and writable; check its permissions")
-            elif not folder.exists():
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise BenchError(f"database folder {folder} cannot be created: {exc.strerror}") from None
-            if not os.access(folder, os.W_OK):
-                raise BenchError(f"database folder {folder} is not writable")
+        """Fail with one line, before anything runs, when the database cannot be created or written.
+
+        Changes nothing: a SQLite file that does not exist yet is not created here (see :meth:`create`).
+        """
+        if self.path is not None and not self.path.exists():
+            folder = self.path.parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise BenchError(f"database {self.path} cannot be created: {folder} is not a writable folder")
+            return
+        if self.path is not None and not os.access(self.path, os.R_OK | os.W_OK):
+            raise BenchError(f"database {self.path} is not readable and writable; check its permissions")
         try:
             has_schema = inspect(self.engine).has_table("runs")
         except SQLAlchemyError as exc:
@@ -277,6 +280,8 @@ class Store:
 
     def create(self) -> None:
         """Create the tables if missing and stamp the schema version."""
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             Base.metadata.create_all(self.engine)
             with self.session() as session, session.begin():
