@@ -44,3 +44,29 @@ def evaluate(model: Classifier, data: PreparedData, config: dict[str, Any]) -> d
             with torch.no_grad():
                 out[spec.label].append(model(x_adv).argmax(1) == y)
     return {label: torch.cat(flags).cpu().numpy() for label, flags in out.items()}
+
+
+def feature_dump(model: Classifier, data: PreparedData, config: dict[str, Any]) -> dict:
+    """Penultimate features of ``config["features"]`` train and test points, clean and under the first attack.
+
+    The points are drawn from a generator seeded by the cell's seed only, so every method at one seed dumps the
+    same points (their pictures can be compared side by side).
+    """
+    n = config["features"]
+    if n <= 0:
+        return {}
+    model.eval()
+    spec = attack_specs(config)[0] if config["eval_attacks"] else None
+    out = {}
+    for split, x_all, y_all in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
+        pick = torch.randperm(x_all.shape[0], generator=torch.Generator().manual_seed(derived_seed("features", config["seed"], split)))
+        pick = pick[: min(n, x_all.shape[0])].to(x_all.device)
+        x, y = x_all[pick], y_all[pick]
+        with torch.no_grad():
+            out[(split, "clean")] = (y.cpu().numpy(), model.forward_features(x)[1].float().cpu().numpy())
+        if spec is not None:
+            gen = torch.Generator(device=x.device).manual_seed(derived_seed("features-attack", config["seed"], split))
+            x_adv = spec.run(model, x, y, bounds=data.bounds, generator=gen)
+            with torch.no_grad():
+                out[(split, spec.label)] = (y.cpu().numpy(), model.forward_features(x_adv)[1].float().cpu().numpy())
+    return out

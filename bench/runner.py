@@ -20,7 +20,7 @@ import torch
 import methods
 from bench.data import prepare
 from bench.errors import BenchError
-from bench.evaluate import evaluate
+from bench.evaluate import evaluate, feature_dump
 from bench.progress import Progress
 from bench.provenance import provenance
 from bench.settings import Settings
@@ -66,6 +66,7 @@ def run_cell(
     run_dir = settings.run_dir / cell.cell_hash
     outcome = train(config, method, data, run_dir, on_epoch)
     correct = evaluate(outcome.model, data, config)
+    features = feature_dump(outcome.model, data, config)
     save_final(outcome.model, run_dir)
     return CellResult(
         status="done",
@@ -80,6 +81,7 @@ def run_cell(
         images_per_second=outcome.images / outcome.train_seconds if outcome.train_seconds else None,
         peak_memory_mb=peak_memory_mb(device),
         epochs_done=len(outcome.curves),
+        features=features,
     )
 
 

@@ -138,6 +138,21 @@ class SampleFlags(Base):
     bits: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class FeatureDump(Base):
+    """Penultimate features of a sample of points (``split`` train/test, ``kind`` clean/adversarial), float16."""
+
+    __tablename__ = "feature_dumps"
+    __table_args__ = (UniqueConstraint("run_id", "split", "kind"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    split: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(64))
+    n: Mapped[int] = mapped_column(Integer)
+    dim: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[bytes] = mapped_column(LargeBinary)  # int16 [n]
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)  # float16 [n, dim]
+
+
 @dataclass(frozen=True)
 class CellRecord:
     """What the runner knows of a cell before it runs: its identity and grid keys."""
@@ -170,6 +185,7 @@ class CellResult:
     images_per_second: float | None = None
     peak_memory_mb: float | None = None
     epochs_done: int = 0
+    features: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None  # (split, kind) -> (labels, h)
 
 
 def worker_id() -> str:
@@ -364,7 +380,7 @@ class Store:
         """Write a cell's outcome and all its rows in one transaction."""
         with self.session() as session, session.begin():
             run = session.execute(select(Run).where(Run.cell_hash == cell_hash)).scalar_one()
-            for table in (ClassMetric, EpochMetric, SampleFlags):
+            for table in (ClassMetric, EpochMetric, SampleFlags, FeatureDump):
                 session.execute(delete(table).where(table.run_id == run.id))
             run.status = result.status
             run.error = result.error
@@ -391,6 +407,11 @@ class Store:
                     flags = np.asarray(flags, dtype=bool)
                     session.add(SampleFlags(run_id=run.id, attack=attack, n=int(flags.size),
                                             bits=np.packbits(flags).tobytes()))
+                for (split, kind), (labels, vectors) in (result.features or {}).items():
+                    vectors = np.asarray(vectors, dtype=np.float16)
+                    session.add(FeatureDump(run_id=run.id, split=split, kind=kind, n=int(vectors.shape[0]),
+                                            dim=int(vectors.shape[1]), labels=np.asarray(labels, np.int16).tobytes(),
+                                            vectors=vectors.tobytes()))
 
 
 def _class_rows(run_id: int, result: CellResult) -> list[ClassMetric]:
@@ -469,6 +490,19 @@ def load_results(url: str, suite: str | None = None) -> pd.DataFrame:
     with store.engine.connect() as conn:
         frame = pd.read_sql(query, conn)
     return frame
+
+
+def load_features(url: str, run_id: int) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """A run's feature dumps: ``{(split, kind): (labels [n], features [n, dim] float32)}``."""
+    store = Store(url)
+    store.check_schema()
+    out = {}
+    with store.session(write=False) as session:
+        for row in session.execute(select(FeatureDump).where(FeatureDump.run_id == run_id)).scalars():
+            labels = np.frombuffer(row.labels, dtype=np.int16).astype(np.int64)
+            vectors = np.frombuffer(row.vectors, dtype=np.float16).reshape(row.n, row.dim).astype(np.float32)
+            out[(row.split, row.kind)] = (labels, vectors)
+    return out
 
 
 def load_runs(url: str, suite: str | None = None) -> pd.DataFrame:

@@ -55,6 +55,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "eval_attacks": [{"kind": "pgd", "eps": 8 / 255, "alpha": 2 / 255, "steps": 20}],
     "method_args": {},
     "dataset_args": {},
+    "features": 0,  # penultimate features of this many train and test points to keep (t-SNE); 0 = none
 }
 CELL_KEYS = ("dataset", "imbalance", "method", "seed", *BUILTIN_DEFAULTS)
 TABLE_KEYS = ("train_attack", "method_args", "dataset_args")
@@ -238,6 +239,7 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
     for key in ("epochs", "batch_size", "eval_batch_size"):
         c[key] = _int(c[key], f"{where}: {key}", minimum=1)
     c["warmup_epochs"] = _int(c["warmup_epochs"], f"{where}: warmup_epochs", minimum=0)
+    c["features"] = _int(c["features"], f"{where}: features", minimum=0)
     for key in ("lr", "momentum", "weight_decay"):
         c[key] = _float(c[key], f"{where}: {key}", minimum=0.0)
     c["lr_decay"] = _float(c["lr_decay"], f"{where}: lr_decay", minimum=0.0, strict=True)

@@ -280,3 +280,20 @@ def test_list_methods_and_show(project):
     shown = bench("show", cell[:8])
     assert shown.exit_code == 0 and '"method": "ce"' in shown.output and "class_accuracy" in shown.output
     assert CliRunner().invoke(cli, ["show", "zzzz"]).exit_code == 2
+
+
+def test_feature_dumps_are_shared_points_across_methods(project):
+    from bench.store import load_features
+
+    file = suite(project)
+    assert bench("run", str(file), "--quiet", "--set", "features=40").exit_code == 0
+    url = f"sqlite:///{project / 'results' / 'bench.db'}"
+    runs = db_rows(project / "results" / "bench.db", "select id from runs order by id")
+    dumps = [load_features(url, run_id) for (run_id,) in runs]
+    assert set(dumps[0]) == {("train", "clean"), ("train", "pgd-2"), ("test", "clean"), ("test", "pgd-2")}
+    labels, vectors = dumps[0][("test", "clean")]
+    assert vectors.shape == (40, 64) and labels.shape == (40,) and np.isfinite(vectors).all()
+    # the same points for both methods, different features
+    np.testing.assert_array_equal(labels, dumps[1][("test", "clean")][0])
+    assert not np.allclose(vectors, dumps[1][("test", "clean")][1])
+    assert not np.allclose(vectors, dumps[0][("test", "pgd-2")][1])
