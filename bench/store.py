@@ -18,6 +18,7 @@ claimed with a conditional UPDATE, so two ``bench run`` processes on one databas
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -151,6 +152,18 @@ class FeatureDump(Base):
     dim: Mapped[int] = mapped_column(Integer)
     labels: Mapped[bytes] = mapped_column(LargeBinary)  # int16 [n]
     vectors: Mapped[bytes] = mapped_column(LargeBinary)  # float16 [n, dim]
+
+
+class TheoryResult(Base):
+    """A ``kind = "theory"`` suite's evaluated grid (Section 3), one row per suite, the frame as JSON."""
+
+    __tablename__ = "theory_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    suite: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column()
+    frame_json: Mapped[str] = mapped_column(Text)
+    pairs_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -502,6 +515,32 @@ def load_features(url: str, run_id: int) -> dict[tuple[str, str], tuple[np.ndarr
             labels = np.frombuffer(row.labels, dtype=np.int16).astype(np.int64)
             vectors = np.frombuffer(row.vectors, dtype=np.float16).reshape(row.n, row.dim).astype(np.float32)
             out[(row.split, row.kind)] = (labels, vectors)
+    return out
+
+
+def save_theory(store: Store, suite: str, description: str, frame: pd.DataFrame,
+                pairs: pd.DataFrame | None = None) -> None:
+    """Store (or replace) a theory suite's evaluated grid."""
+    store.create()
+    with store.session() as session, session.begin():
+        session.execute(delete(TheoryResult).where(TheoryResult.suite == suite))
+        session.add(TheoryResult(suite=suite, description=description, created_at=utcnow(),
+                                 frame_json=frame.to_json(orient="split"),
+                                 pairs_json=None if pairs is None else pairs.to_json(orient="split")))
+
+
+def load_theory(url: str) -> list[dict]:
+    """Every stored theory suite: ``{"suite", "description", "frame", "pairs"}`` (frames as DataFrames)."""
+    store = Store(url)
+    store.check_schema()
+    out = []
+    with store.session(write=False) as session:
+        for row in session.execute(select(TheoryResult).order_by(TheoryResult.suite)).scalars():
+            out.append({
+                "suite": row.suite, "description": row.description,
+                "frame": pd.read_json(io.StringIO(row.frame_json), orient="split"),
+                "pairs": None if row.pairs_json is None else pd.read_json(io.StringIO(row.pairs_json), orient="split"),
+            })
     return out
 
 
