@@ -173,7 +173,6 @@ def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
     for cell in cells:
         c = cell.config
         status = statuses.get(cell.cell_hash, "to run")
-        status = "to run" if status in ("failed", "interrupted", "diverged") and False else status
         train = "natural" if c["train_attack"] == "none" else f"pgd-{c['train_attack']['steps']}"
         table.add_row(cell.cell_hash, status, c["method"], c["dataset"], c["imbalance"], str(c["seed"]),
                       c["model"], str(c["epochs"]), train)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bench.report.render import FORMATS
-from bench.report.tables import GROUP_SETS
+from bench.report.options import FORMATS, GROUP_SETS
 
 
 @click.command("report")
@@ -25,9 +24,12 @@ def report_command(db: str | None, suite: str | None, fmt: str, out: str | None,
     """Paper-style tables (mean ± std over seeds, bold best, underlined SRAT wins) and figures.
 
     One table per (suite, dataset, imbalance, training mode); runs still running, failed or diverged are listed
-    as such, never as numbers. Example: bench report --suite cifar10_full --format html --out out/report
+    as such, never as numbers. Example:
+
+    \b
+        bench report --suite cifar10_full --format html --out out/report
     """
-    from bench.report import make_report
+    from bench.report.build import make_report  # here, so --help does not load pandas, matplotlib or torch
 
     result = make_report(db=db, suite=suite, fmt=fmt, out=out, groups=groups, reference=not no_reference)
     figures = f", {len(result.figures)} figures (PNG + PDF)" if result.figures else ""

@@ -29,12 +29,13 @@ import numpy as np
 import pandas as pd
 
 from bench.report.load import ReportData, load_curves
-from bench.report.tables import Row, Table, TableKey, imbalance_ratio
+from bench.report.tables import Row, Table, TableKey, fmt_setting, imbalance_ratio
 
 MAX_METHOD_PANELS = 4  # class-wise panels per figure (one per shown method)
 MAX_LINES = 6  # methods per curve / sweep figure
 MAX_SWEEP_KEYS = 2  # swept config keys drawn per table (those with the most values)
 MAX_PROFILES = 12  # class-count profiles in the one profile figure
+MAX_FIGURES = 48  # per report (~16 tables' worth, ~20 s to draw): past it, later tables get no figures
 DPI = 90  # PNG resolution: a 9-inch figure is 810 px wide, sharp on screen, ~30 kB
 
 
@@ -69,6 +70,7 @@ class FigurePlan:
 
     by_table: dict[TableKey, list[FigureSpec]]
     overall: list[FigureSpec]
+    omitted: int = 0  # figures left out to stay within MAX_FIGURES
 
     def all(self) -> list[FigureSpec]:
         return [*self.overall, *(s for specs in self.by_table.values() for s in specs)]
@@ -78,7 +80,7 @@ class FigurePlan:
 def plan_figures(data: ReportData, tables: list[Table]) -> FigurePlan:
     by_table: dict[TableKey, list[FigureSpec]] = {t.key: [] for t in tables}
     overall: list[FigureSpec] = []
-    class_acc = _class_accuracy(data)
+    class_acc = _ClassAccuracy(data.class_rows)
 
     sections: dict[tuple, list[Table]] = {}
     for table in tables:
@@ -103,7 +105,14 @@ def plan_figures(data: ReportData, tables: list[Table]) -> FigurePlan:
     if profile is not None:
         overall.append(profile)
     overall.extend(_ratio_sweep_specs(tables))
-    return FigurePlan(by_table, overall)
+    overall = overall[:MAX_FIGURES]
+    budget, omitted = MAX_FIGURES - len(overall), 0
+    for key, specs in by_table.items():  # tables in report order: the first ones keep their figures
+        kept = specs[: max(budget, 0)]
+        budget -= len(kept)
+        omitted += len(specs) - len(kept)
+        by_table[key] = kept
+    return FigurePlan(by_table, overall, omitted)
 
 
 def highlighted(table: Table, limit: int) -> list[Row]:
@@ -123,37 +132,42 @@ def _robust_under(row: Row) -> float:
     return -math.inf
 
 
-def _class_accuracy(data: ReportData) -> pd.Series:
-    """(run_id, attack_order, class_index) -> accuracy in percent."""
-    rows = data.class_rows
-    if rows.empty:
-        return pd.Series(dtype=float)
-    acc = rows["correct"].to_numpy() / np.maximum(rows["n_test"].to_numpy(), 1) * 100.0
-    return pd.Series(acc, index=pd.MultiIndex.from_frame(rows[["run_id", "attack_order", "class_index"]]))
+class _ClassAccuracy:
+    """Per-class accuracy (%) of every finished run, sorted by run so a run's rows are one slice."""
 
+    def __init__(self, rows: pd.DataFrame) -> None:
+        rows = rows.sort_values("run_id", kind="stable")
+        self.order = rows["attack_order"].to_numpy()
+        self.klass = rows["class_index"].to_numpy()
+        self.acc = rows["correct"].to_numpy() / np.maximum(rows["n_test"].to_numpy(), 1) * 100.0
+        run_ids, starts, counts = np.unique(rows["run_id"].to_numpy(), return_index=True, return_counts=True)
+        self.slices = {int(r): (int(a), int(a + n)) for r, a, n in zip(run_ids, starts, counts)}
 
-def _mean_by_class(class_acc: pd.Series, run_ids: list[int], order: int) -> np.ndarray | None:
-    if class_acc.empty or not run_ids:
-        return None
-    picked = class_acc[class_acc.index.get_level_values(0).isin(run_ids)]
-    picked = picked[picked.index.get_level_values(1) == order]
-    if picked.empty:
-        return None
-    means = picked.groupby(level=2).mean()
-    full = pd.Series(np.nan, index=range(int(means.index.max()) + 1))
-    full.loc[means.index] = means.to_numpy()
-    return full.to_numpy()
+    def mean_by_class(self, run_ids: list[int], order: int) -> np.ndarray | None:
+        """Mean over ``run_ids`` of each class's accuracy under attack ``order``; ``None`` if none was evaluated."""
+        parts = [np.arange(*self.slices[r]) for r in run_ids if r in self.slices]
+        if not parts:
+            return None
+        idx = np.concatenate(parts)
+        idx = idx[self.order[idx] == order]
+        if idx.size == 0:
+            return None
+        n = int(self.klass[idx].max()) + 1
+        total = np.bincount(self.klass[idx], weights=self.acc[idx], minlength=n)
+        count = np.bincount(self.klass[idx], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def _class_names(data: ReportData, run_ids: list[int], n: int) -> list[str]:
-    for run_id in run_ids:
-        names = data.runs.at[run_id, "class_names"]
-        if isinstance(names, list) and len(names) >= n:
-            return [str(x) for x in names[:n]]
+    for run_id in run_ids[:1]:
+        names = data.class_names(run_id)
+        if names is not None and len(names) >= n:
+            return names[:n]
     return [str(i) for i in range(n)]
 
 
-def _classwise_spec(data: ReportData, section: list[Table], class_acc: pd.Series) -> FigureSpec | None:
+def _classwise_spec(data: ReportData, section: list[Table], class_acc: _ClassAccuracy) -> FigureSpec | None:
     primary = next((t for t in section if t.key.adversarial), section[0])
     panels = []
     names: list[str] = []
@@ -165,7 +179,7 @@ def _classwise_spec(data: ReportData, section: list[Table], class_acc: pd.Series
                 continue
             mode = "adversarial training" if table.key.adversarial else "natural training"
             for order, what in ((0, "standard"), (1, "robust")):
-                values = _mean_by_class(class_acc, match.done_ids, order)
+                values = class_acc.mean_by_class(match.done_ids, order)
                 if values is not None:
                     series.append({"label": f"{mode} · {what}", "values": values})
             if not names:
@@ -233,7 +247,8 @@ def _sweep_spec(table: Table) -> FigureSpec | None:
             overall, under = row.cells.get((order, "overall")), row.cells.get((order, "under"))
             if x is None or overall is None or overall.mean is None:
                 continue
-            rest = ", ".join(f"{o.removeprefix('method_args.')}={row.settings[o]}" for o in sorted(row.settings) if o != k)
+            rest = ", ".join(f"{o.removeprefix('method_args.')}={fmt_setting(row.settings[o])}"
+                             for o in sorted(row.settings) if o != k)
             label = f"{row.method} [{rest}]" if rest else row.method
             line = lines.setdefault(label, {"label": label, "x": [], "overall": [], "under": []})
             line["x"].append(x)
@@ -338,12 +353,20 @@ def draw(spec: FigureSpec) -> Figure:
     """Draw one spec into PNG and PDF bytes (deterministic: no timestamps in either file)."""
     from matplotlib.figure import Figure as MplFigure  # imported here: only reports pay for matplotlib
 
+    # No title inside the figure, as in a paper: the HTML, Markdown and LaTeX captions carry it.
     fig: MplFigure = _DRAW[spec.kind](spec.payload)
-    fig.suptitle(_t(spec.title), fontsize=10)
     png, pdf = io.BytesIO(), io.BytesIO()
     fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
     fig.savefig(pdf, format="pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
     return Figure(spec.name, spec.kind, spec.title, spec.caption, png.getvalue(), pdf.getvalue())
+
+
+def warm_up() -> None:
+    """Load the font and both backends' text machinery (~0.5 s, once per process) by drawing one word."""
+    fig = _new_figure(1.0, 0.5)
+    fig.text(0.1, 0.1, "0.5 accuracy (%)", fontsize=8)
+    fig.savefig(io.BytesIO(), format="png", dpi=DPI)
+    fig.savefig(io.BytesIO(), format="pdf")
 
 
 def _new_figure(width: float, height: float):
@@ -366,7 +389,7 @@ def _draw_classwise(payload: dict):
 
     panels, names = payload["panels"], payload["class_names"]
     n_classes = max(len(s["values"]) for p in panels for s in p["series"])
-    fig = _new_figure(min(3.0 * len(panels) + 1.0, 13.0), 3.4)
+    fig = _new_figure(min(3.0 * len(panels) + 1.0, 13.0), 3.2)
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
     labels = sorted({s["label"] for p in panels for s in p["series"]}, key=_series_order)
     colors = {label: f"C{i}" for i, label in enumerate(labels)}
@@ -379,15 +402,20 @@ def _draw_classwise(payload: dict):
             _bars(ax, x - 0.4 + i * width, values, width, colors[series["label"]])
         ax.set_xlim(-0.6, n_classes - 0.4)
         ax.set_ylim(0, 100)
+        ax.set_yticks([0, 25, 50, 75, 100])
         ax.set_title(_t(panel["title"]), fontsize=9)
-        if n_classes <= 20:
-            ax.set_xticks(x, [_t(n[:8]) for n in names[:n_classes]] if names else x, fontsize=7,
-                          rotation=90 if n_classes > 10 or max(map(len, names or ["0"])) > 3 else 0)
+        ax.set_xticks([])  # tick objects are the costliest part of a draw: class names on the first panel only
         ax.tick_params(labelsize=7)
+    if n_classes <= 20:
+        axes[0].set_xticks(x, [_t(n[:10]) for n in names[:n_classes]] if names else [str(i) for i in x],
+                           fontsize=6, rotation=90)
+    else:
+        axes[0].set_xticks([0, n_classes - 1], ["0", str(n_classes - 1)], fontsize=6)
+    axes[0].set_xlabel("class (same order in every panel)", fontsize=7)
     axes[0].set_ylabel("accuracy (%)", fontsize=8)
     fig.legend(handles=[Patch(color=colors[label], label=_t(label)) for label in labels], loc="upper center",
-               ncols=min(len(labels), 4), fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.93))
-    fig.subplots_adjust(left=0.07, right=0.99, top=0.72, bottom=0.2, wspace=0.08)
+               ncols=min(len(labels), 4), fontsize=7, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.82, bottom=0.27, wspace=0.08)
     return fig
 
 
@@ -396,7 +424,7 @@ def _series_order(label: str) -> tuple:
 
 
 def _draw_curves(payload: dict):
-    fig = _new_figure(9.0, 3.2)
+    fig = _new_figure(9.0, 2.9)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for i, line in enumerate(payload["lines"]):
         ax_loss.plot(line["epoch"], line["loss"], color=f"C{i}", label=_t(line["label"]), lw=1.2)
@@ -407,15 +435,15 @@ def _draw_curves(payload: dict):
     ax_acc.set_xlabel("epoch", fontsize=8)
     ax_acc.set_ylabel("training accuracy (%)", fontsize=8)
     for ax in (ax_loss, ax_acc):
-        ax.tick_params(labelsize=7)
+        _few_ticks(ax, integer_x=True)
     fig.legend(loc="center right", fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.07, right=0.76, top=0.86, bottom=0.16, wspace=0.28)
+    fig.subplots_adjust(left=0.07, right=0.8, top=0.95, bottom=0.16, wspace=0.28)
     return fig
 
 
 def _draw_sweep(payload: dict):
     panels = payload["panels"]
-    fig = _new_figure(4.2 * len(panels) + 2.2, 3.2)
+    fig = _new_figure(4.2 * len(panels) + 2.2, 2.9)
     axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
     labelled = set()
     for ax, panel in zip(axes, panels):
@@ -427,15 +455,22 @@ def _draw_sweep(payload: dict):
         if panel["log"]:
             ax.set_xscale("log")
         ax.set_xlabel(_t(panel["xlabel"]), fontsize=8)
-        ax.tick_params(labelsize=7)
+        _few_ticks(ax)
+        values = sorted({float(v) for line in panel["lines"] for v in line["x"]})
+        if len(values) <= 8:  # ticks at the swept values themselves
+            ax.set_xticks(values, [format(v, "g") for v in values])
     axes[0].set_ylabel(payload["ylabel"], fontsize=8)
-    fig.legend(loc="center right", fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.08, right=0.72, top=0.86, bottom=0.16, wspace=0.25)
+    from matplotlib.lines import Line2D
+
+    styles = [Line2D([], [], color="0.4", ls="-", label="overall"), Line2D([], [], color="0.4", ls="--", label="under")]
+    handles, _ = axes[0].get_legend_handles_labels()
+    fig.legend(handles=[*handles, *styles], loc="center right", fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.08, right=0.72, top=0.95, bottom=0.16, wspace=0.25)
     return fig
 
 
 def _draw_profile(payload: dict):
-    fig = _new_figure(7.5, 3.2)
+    fig = _new_figure(7.5, 2.9)
     ax = fig.subplots()
     top, bottom = 1.0, math.inf
     for i, profile in enumerate(payload["profiles"]):
@@ -447,10 +482,24 @@ def _draw_profile(payload: dict):
         ax.set_yscale("log")
     ax.set_xlabel("class index", fontsize=8)
     ax.set_ylabel("training examples", fontsize=8)
-    ax.tick_params(labelsize=7)
+    _few_ticks(ax)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.1, right=0.7, top=0.86, bottom=0.16)
+    fig.subplots_adjust(left=0.1, right=0.7, top=0.95, bottom=0.16)
     return fig
+
+
+def _few_ticks(ax, integer_x: bool = False) -> None:
+    """At most ~5 major ticks and no minor ones: each tick is a Line2D and a Text, and making them is most of
+    what a draw costs."""
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullLocator
+
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_major_locator(LogLocator(numticks=5))
+        else:
+            axis.set_major_locator(MaxNLocator(nbins=5, integer=integer_x and axis is ax.xaxis))
+        axis.set_minor_locator(NullLocator())
+    ax.tick_params(labelsize=7)
 
 
 def _t(text) -> str:

@@ -31,8 +31,9 @@ _CHUNK = 500  # run ids per IN (...) clause: well under SQLite's 999-parameter l
 class ReportData:
     """What a report is made from.
 
-    ``runs``: one row per run of the selected suite(s), any status, with ``config`` (the parsed JSON dict) and
-    ``class_names`` (list or ``None``). ``class_rows``: :data:`CLASS_COLUMNS` of finished runs, integers.
+    ``runs``: one row per run of the selected suite(s), any status, indexed by run id, with ``config`` (the
+    parsed JSON dict); :meth:`class_names` parses a run's class names on demand. ``class_rows``:
+    :data:`CLASS_COLUMNS` of finished runs, integers.
     ``attacks``: distinct ``suite, dataset, imbalance, adversarial, attack_order, attack`` of finished runs.
     """
 
@@ -41,6 +42,10 @@ class ReportData:
     runs: pd.DataFrame
     class_rows: pd.DataFrame
     attacks: pd.DataFrame
+
+    def class_names(self, run_id: int) -> list[str] | None:
+        names = _parse_json(self.runs.at[run_id, "class_names_json"], None)
+        return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def load_report_data(url: str, suite: str | None = None) -> ReportData:
@@ -59,8 +64,7 @@ def load_report_data(url: str, suite: str | None = None) -> ReportData:
 
     runs = load_runs(url, suite)
     runs["adversarial"] = runs["adversarial"].astype(bool)
-    runs["config"] = [_parse_json(text, {}) for text in runs["config_json"]]
-    runs["class_names"] = [_parse_json(text, None) for text in runs["class_names_json"]]
+    runs["config"] = [_parse_json(text, {}) for text in runs["config_json"].tolist()]
     runs = runs.set_index("id", drop=False).rename_axis(None)
 
     done = (Run.status == "done") if suite is None else ((Run.status == "done") & (Run.suite == suite))
@@ -70,10 +74,10 @@ def load_report_data(url: str, suite: str | None = None) -> ReportData:
         .join(Run, Run.id == ClassMetric.run_id)
         .where(done)
     )
-    attack_query = (
+    attack_query = (  # class 0 only: every evaluated run has it, and it is a tenth of the rows to scan
         select(Run.suite, Run.dataset, Run.imbalance, Run.adversarial, ClassMetric.attack_order, ClassMetric.attack)
         .join(Run, Run.id == ClassMetric.run_id)
-        .where(done)
+        .where(done & (ClassMetric.class_index == 0))
         .distinct()
     )
     with store.engine.connect() as conn:
@@ -98,7 +102,8 @@ def load_curves(url: str, run_ids: Sequence[int]) -> pd.DataFrame:
             chunk = ids[start : start + _CHUNK]
             query = select(EpochMetric.run_id, EpochMetric.epoch, EpochMetric.lr, EpochMetric.loss,
                            EpochMetric.train_accuracy, EpochMetric.seconds).where(EpochMetric.run_id.in_(chunk))
-            parts.extend(tuple(r) for r in conn.execute(query))
+            result = conn.execute(query)
+            parts.extend(result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result])
     return pd.DataFrame(parts, columns=CURVE_COLUMNS)
 
 

@@ -26,7 +26,6 @@ from bench.report.figures import Figure
 from bench.report.resources import template_dir
 from bench.report.tables import GROUP_TITLES, Cell, Table, fmt_diff, fmt_pct
 
-FORMATS = {"html": "report.html", "md": "report.md", "latex": "report.tex", "csv": "report.csv"}
 TEMPLATES = {"html": "report.html", "md": "report.md", "latex": "report.tex"}
 CAPTION = ("Mean ± sample standard deviation (ddof = 1) over seeds, in percent; “–” where one seed gives no "
            "deviation. Standard: clean test set. Robust: the suite's first evaluation attack. Bold: best in its "
@@ -49,11 +48,12 @@ class ReportContext:
     overall_figures: list[Figure]
     reference: bool
     groups: str
+    omitted_figures: int = 0  # figures left out of a very large report (figures.MAX_FIGURES)
     caption: str = CAPTION
 
 
 # -- escaping -----------------------------------------------------------------------------------------------------
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]|~])")  # what can change a table cell's meaning or end it
 
 
 def md_escape(value) -> str:
@@ -107,8 +107,8 @@ def render_text(fmt: str, context: ReportContext) -> str:
 
 
 CSV_COLUMNS = [
-    "suite", "dataset", "imbalance", "adversarial", "method", "variant", "seeds", "note", "status", "accuracy", "attack",
-    "attack_order", "group", "mean", "std", "n", "best", "srat_beats_baselines", "paper_mean", "paper_std",
+    "suite", "dataset", "imbalance", "adversarial", "method", "variant", "seeds", "note", "status", "accuracy",
+    "attack", "attack_order", "group", "mean", "std", "n", "best", "srat_beats_baselines", "paper_mean", "paper_std",
     "difference",
 ]
 

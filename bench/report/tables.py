@@ -22,6 +22,7 @@ no finished seed shows its status in place of numbers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections import Counter
@@ -32,9 +33,9 @@ import pandas as pd
 import methods
 from bench.metrics import group_accuracies
 from bench.report.load import ReportData
+from bench.report.options import GROUP_SETS
 from bench.report.reference import Reference
 
-GROUP_SETS = {"overall-under": ("overall", "under"), "all": ("overall", "well", "under")}
 GROUP_TITLES = {"overall": "Overall", "well": "Well", "under": "Under"}
 NOT_DONE = ("running", "interrupted", "failed", "diverged")  # the order notes list them in
 STATUS_ORDER = ("done", *NOT_DONE)
@@ -221,7 +222,8 @@ def build_tables(data: ReportData, groups: str = "overall-under", reference: Ref
     if groups not in GROUP_SETS:
         raise ValueError(f"groups must be one of {', '.join(GROUP_SETS)}, got {groups!r}")
     runs = data.runs
-    flat = [_resolved(method, _flatten(config)) for method, config in zip(runs["method"], runs["config"])]
+    flat = [_resolved(method, _flatten(config))
+            for method, config in zip(runs["method"].tolist(), runs["config"].tolist())]
     variants, settings = _variants(runs, flat)
     accuracies = run_accuracies(data.class_rows)
 
@@ -231,15 +233,15 @@ def build_tables(data: ReportData, groups: str = "overall-under", reference: Ref
         order_labels.setdefault(key, {}).setdefault(int(rec.attack_order), set()).add(rec.attack)
 
     # One integer per table row, so per-run accuracies aggregate in one vectorised groupby.
-    row_keys = list(zip(runs["suite"], runs["dataset"], runs["imbalance"], runs["adversarial"], runs["method"],
-                        variants))
+    row_keys = list(zip(runs["suite"].tolist(), runs["dataset"].tolist(), runs["imbalance"].tolist(),
+                        runs["adversarial"].tolist(), runs["method"].tolist(), variants))
     row_index: dict[tuple, int] = {}
     row_of_run = [row_index.setdefault(k, len(row_index)) for k in row_keys]
     run_row = pd.Series(row_of_run, index=runs.index)
     stats = _row_stats(accuracies, run_row)
 
     members: dict[int, list[int]] = {}
-    for run_id, row in zip(runs.index, row_of_run):
+    for run_id, row in zip(runs.index.tolist(), row_of_run):
         members.setdefault(row, []).append(run_id)
     status_of = runs["status"].to_dict()
     position = {name: i for i, name in enumerate(methods.names())}
@@ -348,9 +350,8 @@ def _make_row(method: str, variant: str, settings: dict, ids: list[int], status_
     done = [i for i in ids if status_of[i] == "done"]
     role, loss, defaults = "other", None, None
     if method in methods.METHODS:
-        cls = methods.METHODS.get(method)
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        loss = cls.prediction_loss
+        defaults = _method_defaults(method)
+        loss = methods.METHODS.get(method).prediction_loss
         lam = flat.get("method_args.lam", defaults.get("lam", 0.0))
         try:
             role = "srat" if float(lam) > 0 else "baseline"
@@ -423,10 +424,17 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 def _resolved(method: str, flat: dict) -> dict:
     """Fill unset ``method_args.*`` with the registered method's defaults: unset and explicit default are one
     setting, and a sweep's default point gets its value."""
-    if method in methods.METHODS:
-        for f in dataclasses.fields(methods.METHODS.get(method)):
-            flat.setdefault(f"method_args.{f.name}", f.default)
+    for key, default in _method_defaults(method).items():
+        flat.setdefault(f"method_args.{key}", default)
     return flat
+
+
+@functools.cache
+def _method_defaults(method: str) -> dict:
+    """A registered method's hyperparameter defaults (empty for a method the registry does not know)."""
+    if method not in methods.METHODS:
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(methods.METHODS.get(method))}
 
 
 def _variants(runs: pd.DataFrame, flat: list[dict]) -> tuple[list[str], list[dict]]:
@@ -440,7 +448,6 @@ def _variants(runs: pd.DataFrame, flat: list[dict]) -> tuple[list[str], list[dic
         return [], []
     config = pd.DataFrame(flat, index=range(n))
     config = config[[c for c in config.columns if c not in IDENTITY_KEYS]]
-    config = config.map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v) if len(config.columns) else config
     group_cols = ["_suite", "_dataset", "_imbalance", "_adversarial", "_method"]
     keys = pd.DataFrame({
         "_suite": runs["suite"].to_numpy(), "_dataset": runs["dataset"].to_numpy(),
