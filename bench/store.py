@@ -11,6 +11,11 @@ Tables (tidy, one fact per row):
 * ``epoch_metrics`` — the per-epoch training curve.
 * ``sample_flags`` — per run × attack, the per-test-sample correctness bits (packed), so any later metric or
   paired test can be recomputed without re-running.
+* ``test_labels`` — per run, the test labels in the order of the flags (per-class metrics from the flags,
+  e.g. the worst case over attacks in :mod:`bench.guards`).
+* ``attack_specs`` — per run × attack, the attack's resolved table (kind and parameters) as JSON, for the
+  attacks of the suite and those added later by ``bench evaluate``.
+* ``guards`` — per run × guard (:mod:`bench.guards`): value, threshold, whether it is flagged, and a JSON detail.
 
 A finished cell's rows are written in one transaction, so a crash never leaves half a result. Cells are
 claimed with a conditional UPDATE, so two ``bench run`` processes on one database never run the same cell.
@@ -42,6 +47,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     inspect,
     select,
     update,
@@ -139,6 +145,42 @@ class SampleFlags(Base):
     bits: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class TestLabels(Base):
+    """A run's test labels in the order of its sample flags (int16, packed as bytes)."""
+
+    __tablename__ = "test_labels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), unique=True, index=True)
+    n: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AttackSpecRow(Base):
+    """The resolved table of one evaluated attack of a run (``kind`` repeated for queries)."""
+
+    __tablename__ = "attack_specs"
+    __table_args__ = (UniqueConstraint("run_id", "attack"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    attack: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    spec_json: Mapped[str] = mapped_column(Text)
+
+
+class GuardRow(Base):
+    """One robustness guard of a run (``bench.guards``): value, threshold, flagged, JSON detail."""
+
+    __tablename__ = "guards"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    flagged: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text)
+
+
 class FeatureDump(Base):
     """Penultimate features of a sample of points (``split`` train/test, ``kind`` clean/adversarial), float16."""
 
@@ -199,6 +241,8 @@ class CellResult:
     peak_memory_mb: float | None = None
     epochs_done: int = 0
     features: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None  # (split, kind) -> (labels, h)
+    attack_specs: dict[str, dict] | None = None  # attack label -> resolved eval_attacks table
+    guards: Sequence[dict] = ()  # {"name", "value", "threshold", "flagged", "detail": dict} (bench.guards)
 
 
 def worker_id() -> str:
@@ -393,7 +437,7 @@ class Store:
         """Write a cell's outcome and all its rows in one transaction."""
         with self.session() as session, session.begin():
             run = session.execute(select(Run).where(Run.cell_hash == cell_hash)).scalar_one()
-            for table in (ClassMetric, EpochMetric, SampleFlags, FeatureDump):
+            for table in (ClassMetric, EpochMetric, SampleFlags, FeatureDump, TestLabels, AttackSpecRow, GuardRow):
                 session.execute(delete(table).where(table.run_id == run.id))
             run.status = result.status
             run.error = result.error
@@ -420,6 +464,9 @@ class Store:
                     flags = np.asarray(flags, dtype=bool)
                     session.add(SampleFlags(run_id=run.id, attack=attack, n=int(flags.size),
                                             bits=np.packbits(flags).tobytes()))
+                session.add(_test_labels_row(run.id, result.test_labels))
+                session.add_all(_spec_rows(run.id, result.attack_specs or {}))
+                session.add_all(_guard_rows(run.id, result.guards))
                 for (split, kind), (labels, vectors) in (result.features or {}).items():
                     vectors = np.asarray(vectors, dtype=np.float16)
                     session.add(FeatureDump(run_id=run.id, split=split, kind=kind, n=int(vectors.shape[0]),
@@ -427,23 +474,152 @@ class Store:
                                             vectors=vectors.tobytes()))
 
 
+    # -- re-evaluation (bench evaluate) ---------------------------------------------------------------------
+    def done_runs(self, suite: str | None = None) -> list[Run]:
+        """Finished runs (status ``done``), oldest first, optionally of one suite."""
+        query = select(Run).where(Run.status == "done").order_by(Run.id)
+        if suite is not None:
+            query = query.where(Run.suite == suite)
+        with self.session(write=False) as session:
+            return list(session.execute(query).scalars())
+
+    def run_flags(self, run_id: int) -> dict[str, np.ndarray]:
+        """A run's per-sample flags by attack label, in attack order (``clean`` first)."""
+        with self.session(write=False) as session:
+            return _flags_of(session, [run_id]).get(run_id, {})
+
+    def run_attack_tables(self, run_id: int) -> dict[str, dict]:
+        """Resolved tables of a run's evaluated attacks by label (stored rows, else the run's config)."""
+        with self.session(write=False) as session:
+            run = session.get(Run, run_id)
+            return _attack_tables_of(session, [run]).get(run_id, {})
+
+    def run_guards(self, run_id: int) -> dict[str, GuardRow]:
+        """A run's stored guards by name."""
+        with self.session(write=False) as session:
+            rows = session.execute(select(GuardRow).where(GuardRow.run_id == run_id)).scalars()
+            return {row.name: row for row in rows}
+
+    def has_test_labels(self, run_id: int) -> bool:
+        with self.session(write=False) as session:
+            return session.execute(select(TestLabels.id).where(TestLabels.run_id == run_id)).first() is not None
+
+    def add_evaluation(
+        self,
+        run_id: int,
+        *,
+        correct: dict[str, np.ndarray],
+        attack_specs: dict[str, dict],
+        class_names: Sequence[str],
+        train_counts: Sequence[int],
+        test_labels: np.ndarray,
+        guards: Sequence[dict] = (),
+    ) -> list[str]:
+        """Add attacks and (re)place guards of a finished run, in one transaction; returns the labels added.
+
+        ``correct`` maps new attack labels to per-sample flags; labels the run already has are left alone (a
+        second process may have added them meanwhile). New ``class_metrics`` rows continue the run's
+        ``attack_order``. Guards replace stored ones of the same name; the test labels are stored if missing.
+        """
+        with self.session() as session, session.begin():
+            have = dict(session.execute(select(ClassMetric.attack, func.max(ClassMetric.attack_order))
+                                        .where(ClassMetric.run_id == run_id).group_by(ClassMetric.attack)).all())
+            new = {k: v for k, v in correct.items() if k not in have}
+            order = max(have.values(), default=-1) + 1
+            session.add_all(_class_rows_of(run_id, new, test_labels, class_names, train_counts, order))
+            for attack, flags in new.items():
+                flags = np.asarray(flags, dtype=bool)
+                session.add(SampleFlags(run_id=run_id, attack=attack, n=int(flags.size),
+                                        bits=np.packbits(flags).tobytes()))
+            session.add_all(_spec_rows(run_id, {k: attack_specs[k] for k in new if k in attack_specs}))
+            if session.execute(select(TestLabels.id).where(TestLabels.run_id == run_id)).first() is None:
+                session.add(_test_labels_row(run_id, test_labels))
+            names = [g["name"] for g in guards]
+            if names:
+                session.execute(delete(GuardRow).where(GuardRow.run_id == run_id, GuardRow.name.in_(names)))
+            session.add_all(_guard_rows(run_id, guards))
+            return list(new)
+
+
 def _class_rows(run_id: int, result: CellResult) -> list[ClassMetric]:
-    labels = np.asarray(result.test_labels)
+    return _class_rows_of(run_id, result.correct, result.test_labels, result.class_names, result.train_counts, 0)
+
+
+def _class_rows_of(run_id: int, correct: dict[str, np.ndarray], test_labels, class_names, train_counts,
+                   first_order: int) -> list[ClassMetric]:
+    labels = np.asarray(test_labels)
     rows = []
-    for order, (attack, flags) in enumerate(result.correct.items()):
+    for order, (attack, flags) in enumerate(correct.items(), start=first_order):
         flags = np.asarray(flags, dtype=bool)
-        for c, name in enumerate(result.class_names):
+        for c, name in enumerate(class_names):
             mask = labels == c
             n_test = int(mask.sum())
-            correct = int(flags[mask].sum())
+            correct_c = int(flags[mask].sum())
             rows.append(
                 ClassMetric(
                     run_id=run_id, attack=attack, attack_order=order, class_index=c, class_name=str(name),
-                    n_train=int(result.train_counts[c]), n_test=n_test, correct=correct,
-                    accuracy=correct / n_test if n_test else float("nan"),
+                    n_train=int(train_counts[c]), n_test=n_test, correct=correct_c,
+                    accuracy=correct_c / n_test if n_test else float("nan"),
                 )
             )
     return rows
+
+
+def _test_labels_row(run_id: int, labels) -> TestLabels:
+    labels = np.asarray(labels)
+    return TestLabels(run_id=run_id, n=int(labels.size), labels=labels.astype(np.int16).tobytes())
+
+
+def _spec_rows(run_id: int, specs: dict[str, dict]) -> list[AttackSpecRow]:
+    return [AttackSpecRow(run_id=run_id, attack=label, kind=str(table["kind"]), spec_json=json.dumps(table, sort_keys=True))
+            for label, table in specs.items()]
+
+
+def _guard_rows(run_id: int, guards: Sequence[dict]) -> list[GuardRow]:
+    return [GuardRow(run_id=run_id, name=g["name"], value=float(g["value"]), threshold=float(g["threshold"]),
+                     flagged=bool(g["flagged"]), detail=json.dumps(g.get("detail", {}), sort_keys=True))
+            for g in guards]
+
+
+def _flags_of(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
+    """Per-sample flags of runs, ``{run_id: {label: flags}}`` in attack order."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for start in range(0, len(run_ids), 500):
+        chunk = list(run_ids[start : start + 500])
+        orders = dict(((r, a), o) for r, a, o in session.execute(
+            select(ClassMetric.run_id, ClassMetric.attack, func.min(ClassMetric.attack_order))
+            .where(ClassMetric.run_id.in_(chunk)).group_by(ClassMetric.run_id, ClassMetric.attack)))
+        rows = session.execute(select(SampleFlags).where(SampleFlags.run_id.in_(chunk))).scalars().all()
+        rows = sorted(rows, key=lambda r: (r.run_id, orders.get((r.run_id, r.attack), 1 << 30), r.id))
+        for row in rows:
+            out.setdefault(row.run_id, {})[row.attack] = unpack_flags(row.bits, row.n)
+    return out
+
+
+def _attack_tables_of(session: Session, runs: Sequence[Run]) -> dict[int, dict[str, dict]]:
+    """Resolved attack tables by run and label: stored ``attack_specs`` rows over the config's eval_attacks."""
+    from bench.attacks import AttackSpec  # the label of a table; imported here to keep the store torch-free
+
+    out: dict[int, dict[str, dict]] = {}
+    for run in runs:
+        config = json.loads(run.config_json)
+        tables = {}
+        for table in config.get("eval_attacks", []):
+            try:
+                tables[AttackSpec.from_table(table).label] = table
+            except (KeyError, TypeError, ValueError):  # a config from another version: its stored rows decide
+                continue
+        out[run.id] = tables
+    ids = [run.id for run in runs]
+    if ids and _has_table(session, "attack_specs"):
+        for start in range(0, len(ids), 500):
+            for row in session.execute(select(AttackSpecRow).where(AttackSpecRow.run_id.in_(ids[start : start + 500]))).scalars():
+                out.setdefault(row.run_id, {})[row.attack] = json.loads(row.spec_json)
+    return out
+
+
+def _has_table(session: Session, name: str) -> bool:
+    return inspect(session.get_bind()).has_table(name)
 
 
 def _sqlite_connect(dbapi_connection, _record) -> None:
@@ -505,6 +681,18 @@ def load_results(url: str, suite: str | None = None) -> pd.DataFrame:
     return frame
 
 
+def feature_dump_runs(url: str, run_ids: Sequence[int]) -> set[int]:
+    """Which of ``run_ids`` kept feature dumps."""
+    store = Store(url)
+    ids = list(run_ids)
+    found: set[int] = set()
+    with store.session(write=False) as session:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            found.update(session.execute(select(FeatureDump.run_id).where(FeatureDump.run_id.in_(chunk)).distinct()).scalars())
+    return found
+
+
 def load_features(url: str, run_id: int) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """A run's feature dumps: ``{(split, kind): (labels [n], features [n, dim] float32)}``."""
     store = Store(url)
@@ -553,3 +741,57 @@ def load_runs(url: str, suite: str | None = None) -> pd.DataFrame:
         query = query.where(Run.suite == suite)
     with store.engine.connect() as conn:
         return pd.read_sql(query, conn)
+
+
+GUARD_COLUMNS = [
+    "run_id", "cell_hash", "suite", "method", "dataset", "imbalance", "seed", "model", "name", "value",
+    "threshold", "flagged", "detail",
+]
+
+
+def load_guards(url: str, suite: str | None = None) -> pd.DataFrame:
+    """Robustness guards of finished runs (:mod:`bench.guards`), one row per run × guard.
+
+    Columns: ``run_id, cell_hash, suite, method, dataset, imbalance, seed, model, name, value, threshold,
+    flagged, detail`` (``detail`` is JSON text). Empty (with these columns) for a database without guards.
+    """
+    store = Store(url)
+    store.check_schema()
+    with store.engine.connect() as conn:
+        if not inspect(conn).has_table("guards"):
+            return pd.DataFrame(columns=GUARD_COLUMNS)
+        query = (
+            select(Run.id.label("run_id"), Run.cell_hash, Run.suite, Run.method, Run.dataset, Run.imbalance,
+                   Run.seed, Run.model, GuardRow.name, GuardRow.value, GuardRow.threshold, GuardRow.flagged,
+                   GuardRow.detail)
+            .join(GuardRow, GuardRow.run_id == Run.id)
+            .where(Run.status == "done")
+            .order_by(Run.id, GuardRow.name)
+        )
+        if suite is not None:
+            query = query.where(Run.suite == suite)
+        frame = pd.read_sql(query, conn)
+    frame["flagged"] = frame["flagged"].astype(bool)
+    return frame[GUARD_COLUMNS]
+
+
+def load_sample_flags(url: str, suite: str | None = None) -> dict[int, dict]:
+    """Stored per-sample data of finished runs: ``{run_id: {"flags": {label: bool[n]}, "labels": int[n] | None,
+    "attacks": {label: resolved table}}}``; flags in attack order (``clean`` first), ``labels`` ``None`` for a run
+    stored before test labels were kept (``bench evaluate`` adds them)."""
+    store = Store(url)
+    store.check_schema()
+    with store.session(write=False) as session:
+        query = select(Run).where(Run.status == "done").order_by(Run.id)
+        if suite is not None:
+            query = query.where(Run.suite == suite)
+        runs = list(session.execute(query).scalars())
+        ids = [run.id for run in runs]
+        flags = _flags_of(session, ids)
+        tables = _attack_tables_of(session, runs)
+        labels: dict[int, np.ndarray] = {}
+        if ids and _has_table(session, "test_labels"):
+            for start in range(0, len(ids), 500):
+                for row in session.execute(select(TestLabels).where(TestLabels.run_id.in_(ids[start : start + 500]))).scalars():
+                    labels[row.run_id] = np.frombuffer(row.labels, dtype=np.int16).astype(np.int64)
+    return {i: {"flags": flags.get(i, {}), "labels": labels.get(i), "attacks": tables.get(i, {})} for i in ids}

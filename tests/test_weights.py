@@ -228,3 +228,19 @@ def test_schedule_uses_fixed_under_weight_when_set():
     assert weights.SCHEDULES.get("cb")(m, 0, counts).tolist() == expected
     assert weights.SCHEDULES.get("drw")(m, 2, counts) is None
     assert weights.SCHEDULES.get("drw")(m, 3, counts).tolist() == expected
+
+
+def test_report_grouping_matches_well_represented():
+    """bench.metrics.class_groups (vectorised) and methods.weights.well_represented give the same split."""
+    import pandas as pd
+
+    from bench.metrics import class_groups
+    from methods.weights import well_represented
+
+    profiles = [[5, 5, 1, 1], [1, 9, 9, 1, 3], [7, 7, 7], [50, 3, 50, 3, 50, 3], [2, 1]]
+    rows = [{"run_id": r, "class_index": c, "n_train": n} for r, counts in enumerate(profiles) for c, n in enumerate(counts)]
+    frame = pd.DataFrame(rows)
+    groups = class_groups(frame)
+    for r, counts in enumerate(profiles):
+        well = {c for c in range(len(counts)) if groups[(frame.run_id == r) & (frame.class_index == c)].item() == "well"}
+        assert well == set(well_represented(counts)), counts

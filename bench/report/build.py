@@ -62,16 +62,56 @@ def make_report(
         return _make_report(db, suite, fmt, out, groups, reference, drawer)
 
 
+def theory_sections(db: str, suite: str | None) -> list[dict]:
+    """Stored Section 3 theory suites (``bench run suites/theory.toml``), rendered for the report."""
+    from sqlalchemy import inspect
+
+    from bench import theory
+    from bench.store import Store, load_theory
+
+    store = Store(db)
+    if not store.exists() or not inspect(store.engine).has_table("theory_results"):
+        return []
+    store.check_schema()
+    sections = []
+    for item in load_theory(db):
+        if suite is not None and item["suite"] != suite:
+            continue
+        frame, pairs = item["frame"], item["pairs"]
+        agree = int(frame["agrees_with_paper"].sum())
+        sections.append({
+            "suite": item["suite"], "description": item["description"],
+            "summary": f"The numeric optimum agrees with the paper's Lemma 3.1 closed form in {agree} of "
+                       f"{len(frame)} grid points.",
+            "html": theory.render_theory(frame, "html"), "md": theory.render_theory(frame, "md"),
+            "pairs_html": None if pairs is None else theory.render_theory(pairs, "html"),
+            "pairs_md": None if pairs is None else theory.render_theory(pairs, "md"),
+        })
+    return sections
+
+
+def _has_runs(db: str) -> bool:
+    from sqlalchemy import func, select
+
+    from bench.store import Run, Store
+
+    store = Store(db)
+    with store.session(write=False) as session:
+        return bool(session.execute(select(func.count()).select_from(Run)).scalar())
+
+
 def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, reference: bool,
                  drawer: FigureWorkers) -> ReportResult:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    data = load_report_data(db, suite)  # empty / older / unknown-suite databases fail here
+    theory = theory_sections(db, suite)
+    theory_only = bool(theory) and (suite is not None or not _has_runs(db))
+    data = None if theory_only else load_report_data(db, suite)  # empty / older / unknown-suite databases fail here
     prepare_out_dir(out)  # an unwritable folder fails here, before the work
     timings["load"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    tables = build_tables(data, groups, Reference.load() if reference else None)
+    tables = [] if data is None else build_tables(data, groups, Reference.load() if reference else None)
     timings["tables"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -79,7 +119,7 @@ def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, r
     by_table: dict = {}
     overall: list[Figure] = []
     omitted = 0
-    if fmt != "csv":
+    if fmt != "csv" and data is not None:
         plan = plan_figures(data, tables)
         drawn = drawer.draw(plan.all())
         by_name = {f.name: f for f in drawn}
@@ -89,13 +129,13 @@ def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, r
     timings["figures"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    counts = data.runs["status"].value_counts().to_dict()
+    counts = {} if data is None else data.runs["status"].value_counts().to_dict()
     status_counts = {s: int(counts[s]) for s in [*STATUS_ORDER, *sorted(counts)] if s in counts}
     context = ReportContext(
         title=f"bench report · {suite}" if suite else "bench report",
         db=make_url(db).render_as_string(hide_password=True),
         suite=suite,
-        suites=sorted(data.runs["suite"].unique().tolist()),
+        suites=sorted({*([] if data is None else data.runs["suite"].unique().tolist()), *(t["suite"] for t in theory)}),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         status_counts=status_counts,
         tables=tables,
@@ -105,6 +145,7 @@ def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, r
         reference=reference,
         groups=groups,
         omitted_figures=omitted,
+        theory=theory,
     )
     text = render_text(fmt, context)
     figure_paths = []

@@ -5,7 +5,10 @@
 * training class counts — one line per (dataset, imbalance);
 * sweeps — accuracy against a config key that varies within a table (``lam``, ``under_weight``), and against
   the imbalance ratio K when a suite runs three or more ratios of one imbalance kind;
-* training curves — loss and training accuracy per epoch, mean over seeds.
+* training curves — loss and training accuracy per epoch, mean over seeds;
+* t-SNE of learned features — per (suite, dataset, imbalance), for runs that kept feature dumps (cell key
+  ``features``): the first seed of up to four methods / training modes, test points, clean and attacked (the
+  paper's Figures 3 and 4). t-SNE (scikit-learn) runs in the drawing worker, on at most ``MAX_TSNE_POINTS``.
 
 Figure count and size are bounded whatever the database holds (the limits below): a table gets at most one
 figure of each kind, and a figure shows at most a few methods — the table's first row (the plain baseline in
@@ -35,6 +38,8 @@ MAX_METHOD_PANELS = 4  # class-wise panels per figure (one per shown method)
 MAX_LINES = 6  # methods per curve / sweep figure
 MAX_SWEEP_KEYS = 2  # swept config keys drawn per table (those with the most values)
 MAX_PROFILES = 12  # class-count profiles in the one profile figure
+MAX_TSNE_FIGURES = 4  # t-SNE figures per report (each runs t-SNE once per panel)
+MAX_TSNE_POINTS = 500  # test points per t-SNE panel
 MAX_FIGURES = 48  # per report (~16 tables' worth, ~20 s to draw): past it, later tables get no figures
 DPI = 90  # PNG resolution: a 9-inch figure is 810 px wide, sharp on screen, ~30 kB
 
@@ -105,6 +110,7 @@ def plan_figures(data: ReportData, tables: list[Table]) -> FigurePlan:
     if profile is not None:
         overall.append(profile)
     overall.extend(_ratio_sweep_specs(tables))
+    overall.extend(_tsne_specs(data))
     overall = overall[:MAX_FIGURES]
     budget, omitted = MAX_FIGURES - len(overall), 0
     for key, specs in by_table.items():  # tables in report order: the first ones keep their figures
@@ -348,6 +354,46 @@ def _profile_spec(data: ReportData) -> FigureSpec | None:
     )
 
 
+def _tsne_specs(data: ReportData) -> list[FigureSpec]:
+    """One t-SNE figure per (suite, dataset, imbalance) with feature dumps: first seed of up to 4 run kinds."""
+    from bench.store import feature_dump_runs, load_features
+
+    dumped = feature_dump_runs(data.url, data.runs.index.tolist())
+    if not dumped:
+        return []
+    runs = data.runs.loc[sorted(dumped)].sort_values(["suite", "dataset", "imbalance", "seed"])
+    specs: list[FigureSpec] = []
+    for (suite, dataset, imbalance), group in runs.groupby(["suite", "dataset", "imbalance"], sort=False):
+        if len(specs) >= MAX_TSNE_FIGURES:
+            break
+        panels = []
+        for (method, adversarial), runs_of in group.groupby(["method", "adversarial"], sort=False):
+            run_id = int(runs_of.index[0])
+            names = data.class_names(run_id)
+            counts = data.class_rows.loc[data.class_rows["run_id"] == run_id].drop_duplicates("class_index")
+            under = set(counts.sort_values(["n_train", "class_index"], ascending=[True, False])
+                        ["class_index"].head(len(counts) - len(counts) // 2).tolist())
+            for (split, kind), (labels, vectors) in sorted(load_features(data.url, run_id).items()):
+                if split != "test":
+                    continue
+                panels.append({
+                    "title": f"{method} · {'adversarial' if adversarial else 'natural'} · {kind}",
+                    "labels": labels[:MAX_TSNE_POINTS], "vectors": vectors[:MAX_TSNE_POINTS],
+                    "names": names, "under": sorted(under),
+                })
+            if len(panels) >= MAX_METHOD_PANELS:
+                break
+        if panels:
+            specs.append(FigureSpec(
+                kind="tsne", name=_slug("tsne", suite, dataset, imbalance),
+                title=f"t-SNE of learned features · {suite} · {dataset} {imbalance}",
+                caption="t-SNE (scikit-learn, perplexity 30) of the penultimate features of test points, clean and "
+                        "under the first evaluation attack; colour = class, crosses = under-represented classes.",
+                payload={"panels": panels[:MAX_METHOD_PANELS]},
+            ))
+    return specs
+
+
 # -- drawing ------------------------------------------------------------------------------------------------------
 def draw(spec: FigureSpec) -> Figure:
     """Draw one spec into PNG and PDF bytes (deterministic: no timestamps in either file)."""
@@ -507,7 +553,31 @@ def _t(text) -> str:
     return str(text).replace("$", r"\$")
 
 
-_DRAW = {"classwise": _draw_classwise, "curves": _draw_curves, "sweep": _draw_sweep, "profile": _draw_profile}
+def _draw_tsne(payload: dict):
+    from sklearn.manifold import TSNE
+
+    panels = payload["panels"]
+    fig = _new_figure(3.0 * len(panels), 3.1)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), squeeze=False)[0])
+    for ax, panel in zip(axes, panels):
+        vectors = np.asarray(panel["vectors"], dtype=np.float32)
+        labels = np.asarray(panel["labels"])
+        perplexity = float(min(30, max(2, (len(vectors) - 1) // 3)))
+        embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(vectors)
+        for c in np.unique(labels):
+            mask = labels == c
+            marker = "x" if int(c) in panel["under"] else "o"
+            ax.scatter(embedded[mask, 0], embedded[mask, 1], s=5, marker=marker, color=f"C{int(c) % 10}",
+                       linewidths=0.6)
+        ax.set_title(_t(panel["title"]), fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.03, wspace=0.08)
+    return fig
+
+
+_DRAW = {"classwise": _draw_classwise, "curves": _draw_curves, "sweep": _draw_sweep, "profile": _draw_profile,
+         "tsne": _draw_tsne}
 
 
 def _slug(*parts: str) -> str:

@@ -16,7 +16,7 @@ import io
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -49,6 +49,7 @@ class ReportContext:
     reference: bool
     groups: str
     omitted_figures: int = 0  # figures left out of a very large report (figures.MAX_FIGURES)
+    theory: list = field(default_factory=list)  # Section 3 suites: {"suite", "description", "summary", "html", "md", ...}
     caption: str = CAPTION
 
 

@@ -278,52 +278,13 @@ def build_tables(data: ReportData, groups: str = "overall-under", reference: Ref
 
 
 def run_accuracies(class_rows: pd.DataFrame) -> pd.DataFrame:
-    """Per run × attack order: ``overall``, ``well``, ``under`` in [0, 1], by :func:`bench.metrics.group_accuracies`.
-
-    ``group_accuracies`` assigns classes to groups in a Python loop over runs (~3 ms a run, 30 s for 10,000).
-    Group membership depends only on a run's training counts per class, so runs with the same counts are
-    handed to it as one pseudo-run — the run id moves into ``attack_order`` (``run_id × k + order``), which
-    keeps every run × attack its own row in the sums. The result is exactly what it returns run by run.
-    """
+    """Per run × attack order: ``overall``, ``well``, ``under`` in [0, 1], by :func:`bench.metrics.group_accuracies`."""
     columns = ["run_id", "attack_order", "overall", "well", "under"]
     if class_rows.empty:
         return pd.DataFrame(columns=columns)
-    profile = _count_profiles(class_rows)
-    k = int(class_rows["attack_order"].max()) + 1
-    run_id = class_rows["run_id"].to_numpy()
-    pooled = pd.DataFrame({
-        "run_id": profile.reindex(run_id).to_numpy(),
-        "attack": "",
-        "attack_order": run_id * k + class_rows["attack_order"].to_numpy(),
-        "class_index": class_rows["class_index"].to_numpy(),
-        "n_train": class_rows["n_train"].to_numpy(),
-        "n_test": class_rows["n_test"].to_numpy(),
-        "correct": class_rows["correct"].to_numpy(),
-    })
-    result = group_accuracies(pooled)
-    encoded = result["attack_order"].to_numpy().astype("int64")
-    return pd.DataFrame({
-        "run_id": encoded // k,
-        "attack_order": encoded % k,
-        "overall": result["overall"].to_numpy(dtype=float),
-        "well": result["well"].to_numpy(dtype=float),
-        "under": result["under"].to_numpy(dtype=float),
-    })
-
-
-def _count_profiles(class_rows: pd.DataFrame) -> pd.Series:
-    """run id -> an integer shared by exactly the runs with the same training count for every class."""
-    first = class_rows.drop_duplicates(["run_id", "class_index"])
-    counts = first.pivot(index="run_id", columns="class_index", values="n_train")  # NaN: class absent in run
-    hashed = pd.util.hash_pandas_object(counts, index=False)
-    codes, _ = pd.factorize(hashed)
-    profile = pd.Series(codes, index=counts.index)
-    # A 64-bit hash collision would pool two different profiles: check, and fall back to exact keys if so.
-    if (counts.groupby(codes, dropna=False).nunique(dropna=False) > 1).to_numpy().any():
-        seen: dict[tuple, int] = {}
-        keys = [tuple(r) for r in counts.fillna(-1).to_numpy().tolist()]
-        profile = pd.Series([seen.setdefault(k, len(seen)) for k in keys], index=counts.index)
-    return profile
+    frame = class_rows[["run_id", "attack_order", "class_index", "n_train", "n_test", "correct"]].assign(attack="")
+    result = group_accuracies(frame)
+    return result[columns].astype({"run_id": "int64", "attack_order": "int64"}).reset_index(drop=True)
 
 
 def _row_stats(accuracies: pd.DataFrame, run_row: pd.Series) -> dict[int, dict[tuple[int, str], tuple]]:
