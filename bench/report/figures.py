@@ -509,7 +509,7 @@ def _draw_sweep(payload: dict):
     from matplotlib.lines import Line2D
 
     styles = [Line2D([], [], color="0.4", ls="-", label="overall"), Line2D([], [], color="0.4", ls="--", label="under")]
-    handles, _ = axes[0].get_legend_handles_labels()
+    handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]]  # each series labelled once
     fig.legend(handles=[*handles, *styles], loc="center right", fontsize=7, frameon=False)
     fig.subplots_adjust(left=0.08, right=0.72, top=0.95, bottom=0.16, wspace=0.25)
     return fig

@@ -369,9 +369,15 @@ def _add_reference(table: Table, reference: Reference) -> None:
 
 # -- variants ---------------------------------------------------------------------------------------------------
 def _flatten(config: dict, prefix: str = "") -> dict:
-    """``{"method_args": {"lam": 1}}`` -> ``{"method_args.lam": 1}``; lists become JSON text (hashable)."""
+    """``{"method_args": {"lam": 1}}`` -> ``{"method_args.lam": 1}``; lists become JSON text (hashable).
+
+    ``method_params`` (the method's resolved hyperparameters, derived from ``method_args``) is left out: it would
+    repeat every swept ``method_args`` value under a second name.
+    """
     out: dict = {}
     for key, value in (config or {}).items():
+        if not prefix and key == "method_params":
+            continue
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(_flatten(value, name + "."))
