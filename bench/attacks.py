@@ -1,21 +1,68 @@
-"""L∞ attacks (methods.md §2), as a registry of evaluation/training attacks built from config tables.
+"""L∞ attacks (methods.md §2), as a registry of attack kinds built from config tables.
 
-:func:`pgd` is the one PGD: ``x ← clip(x0 + clip(x + α·sign(∇x CE) − x0, −ε, ε), lo, hi)`` from a uniform
-random start in ``[−ε, ε]``, maximising plain unweighted cross-entropy of the logits. Gradients are taken with
-respect to the input only (``torch.autograd.grad``), so no parameter gradient is computed or accumulated.
+:func:`pgd` is the one PGD: ``x ← clip(x0 + clip(x + α·sign(∇x L) − x0, −ε, ε), lo, hi)`` from a uniform
+random start in ``[−ε, ε]``; ``L`` is plain unweighted cross-entropy of the logits unless a per-sample loss is
+given (:func:`cw_margin_loss` for ``pgd-cw``). Gradients are taken with respect to the input only
+(``torch.autograd.grad``), so no parameter gradient is computed or accumulated.
+
+Attack kinds (``kind`` in an ``eval_attacks`` table; ``bench list attacks``):
+
+==============  ==============================================  ===========================================
+kind            keys besides ``kind``, ``eps``, ``name``          default label
+==============  ==============================================  ===========================================
+``pgd``         ``alpha``, ``steps`` (10), ``random_start``      ``pgd-20`` (``pgd-20x5`` with 5 restarts)
+                (true), ``restarts`` (1)
+``pgd-cw``      as ``pgd``                                       ``pgd-cw-20``
+``fgsm``        none (``alpha`` = ε and ``steps`` = 1 allowed)   ``fgsm``
+``autoattack``  ``version`` (``standard``/``custom``),           ``autoattack``; custom: ``apgd-ce+apgd-t``
+                ``attacks`` (custom list, see :data:`AA_ATTACKS`)
+==============  ==============================================  ===========================================
+
+Every kind returns adversarial inputs for a batch; evaluation counts a sample robust when the model still
+classifies the returned input correctly. With ``restarts = R`` a sample is robust only if it survives every one
+of the R runs (each restart attacks only the samples that are still robust).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from bench.errors import BenchError
 from bench.registry import Registry
 
+LOG = logging.getLogger(__name__)
 Forward = Callable[[torch.Tensor], torch.Tensor]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [N, C], labels [N]) -> per-sample [N]
+
+# AutoAttack's attacks by the reference implementation's names, and its standard (Linf) ensemble.
+AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+AA_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+AA_VERSIONS = ("standard", "custom")
+# Fewest classes each AutoAttack component works with: the DLR loss reads the 3rd largest logit, its targeted
+# form the 4th; the others need a wrong class to exist.
+AA_MIN_CLASSES = {"apgd-ce": 2, "apgd-dlr": 3, "apgd-t": 4, "fab": 2, "fab-t": 2, "square": 2}
+AA_TARGET_CLASSES = 9  # target classes of apgd-t and fab-t in the standard version (capped at C − 1)
+
+
+def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini–Wagner margin ``max_{j≠y} z_j − z_y`` per sample, ``[N]``; positive exactly when misclassified.
+
+    Unlike cross-entropy it is linear in the logits' scale, so it neither saturates on large logits nor
+    flattens on small ones (the LDAM logit-scale caveat, methods.md §3).
+    """
+    if logits.dim() != 2 or y.shape != logits.shape[:1]:
+        raise ValueError(f"cw_margin_loss expects logits [N, C] and labels [N], got {tuple(logits.shape)}, {tuple(y.shape)}")
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return others.amax(1) - true
 
 
 def pgd(
@@ -29,11 +76,13 @@ def pgd(
     random_start: bool = True,
     bounds: tuple[float, float] | None = (0.0, 1.0),
     generator: torch.Generator | None = None,
+    loss: Loss | None = None,
 ) -> torch.Tensor:
     """Adversarial examples for ``forward`` (any callable batch → logits) within the L∞ ball of radius ``eps``.
 
     ``bounds`` is the valid input range (``None`` for unbounded data such as the Gaussian mixture);
-    ``generator`` makes the random start reproducible. Returns a detached tensor shaped like ``x``.
+    ``generator`` makes the random start reproducible; ``loss`` is a per-sample loss to maximise (default: the
+    batch-mean cross-entropy, as in training). Returns a detached tensor shaped like ``x``.
     """
     if eps < 0 or alpha < 0 or steps < 0:
         raise ValueError(f"pgd needs eps, alpha, steps >= 0, got {eps}, {alpha}, {steps}")
@@ -47,8 +96,9 @@ def pgd(
         x_adv = x_adv.clamp(*bounds)
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        loss = F.cross_entropy(forward(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
+        logits = forward(x_adv)
+        objective = F.cross_entropy(logits, y) if loss is None else loss(logits, y).sum()
+        (grad,) = torch.autograd.grad(objective, x_adv)
         with torch.no_grad():
             x_adv = x_adv + alpha * grad.sign()
             x_adv = x0 + (x_adv - x0).clamp(-eps, eps)
@@ -57,37 +107,247 @@ def pgd(
     return x_adv.detach()
 
 
+def pgd_restarts(
+    forward: Forward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    restarts: int,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """:func:`pgd` repeated ``restarts`` times; per sample the first input that fools ``forward`` is kept.
+
+    Restart ``r > 1`` attacks only the samples every earlier restart failed on, so a sample comes back correctly
+    classified only if it survived all restarts. The first restart draws exactly what a single :func:`pgd` call
+    with the same generator draws, so more restarts never raise robust accuracy.
+    """
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    best = pgd(forward, x, y, **kwargs)
+    if restarts == 1:
+        return best
+    with torch.no_grad():
+        alive = forward(best).argmax(1) == y
+    for _ in range(restarts - 1):
+        idx = alive.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        candidate = pgd(forward, x[idx], y[idx], **kwargs)
+        with torch.no_grad():
+            fooled = forward(candidate).argmax(1) != y[idx]
+        best[idx[fooled]] = candidate[fooled]
+        alive[idx[fooled]] = False
+    return best
+
+
+def autoattack(
+    forward: Forward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    version: str = "standard",
+    attacks: Sequence[str] = (),
+    bounds: tuple[float, float] | None = (0.0, 1.0),
+    seed: int = 0,
+) -> torch.Tensor:
+    """AutoAttack (Croce & Hein, ICML 2020), L∞, from ``pyautoattack`` — adversarial inputs for one batch.
+
+    ``pyautoattack`` is the PyPI packaging of the authors' reference code (github.com/fra31/auto-attack, author
+    Francesco Croce): its APGD-CE/-DLR/-T, FAB(-T) and Square modules are that code line for line (checked
+    against the reference's ``autoattack/autopgd_base.py``: same step-size schedule, momentum 0.75, checkpoints
+    at 22 %/6 %/3 % of the iterations, DLR losses), and ``AutoAttack.run_standard_evaluation`` is its ensemble
+    loop: each attack in turn runs only on the points every earlier one failed on, so the result is the
+    per-sample worst case over the ensemble. The package replaces the reference's prints by the ``auto-attack``
+    logger (its sanity checks — "randomized defense", "zero gradients" — are logged as warnings) and can save its
+    state to disk (unused here).
+
+    How it is called here. ``forward`` must be the model in eval mode (it is called on batches, and
+    ``forward(x)`` must return logits); the attack runs on ``x.device`` with batch size ``len(x)``. The reference
+    code clips to ``[0, 1]``: other ``bounds`` are mapped there affinely (``u = (x − lo)/(hi − lo)``, ε scaled
+    alike), and unbounded data (``bounds=None``) uses ``lo = min(x) − ε, hi = max(x) + ε`` for the batch, a box
+    that contains every ε-ball, so the clip never binds — the same threat model, exactly. ``seed`` seeds the
+    reference's random starts; the reference reseeds torch's *global* RNG, so the call runs inside
+    :func:`torch.random.fork_rng` and leaves the caller's RNG untouched (it also restores a ``sys.settrace``
+    tracer that the reference's dynamic-defense check clears). ``version = "standard"`` is APGD-CE, APGD-T,
+    FAB-T and Square with the reference's settings; ``"custom"`` runs ``attacks`` with the reference's constructor
+    settings (APGD-CE with 5 restarts, 100 iterations). The targeted attacks use min(9, C − 1) target classes.
+    """
+    from pyautoattack import AutoAttack  # imported on use: the package is only needed for this attack
+
+    if version not in AA_VERSIONS:
+        raise BenchError(f"autoattack: version = {version!r} is unknown; valid: {', '.join(AA_VERSIONS)}")
+    names = list(AA_STANDARD if version == "standard" else attacks)
+    if isinstance(forward, torch.nn.Module) and forward.training:
+        raise ValueError("autoattack needs the model in eval mode (call model.eval() first)")
+    if x.shape[0] == 0:
+        return x.detach().clone()
+    with torch.no_grad():
+        n_classes = int(forward(x[:1]).shape[1])
+    for name in names:
+        if n_classes < AA_MIN_CLASSES[name]:
+            raise BenchError(f"autoattack: {name} needs at least {AA_MIN_CLASSES[name]} classes, the model has "
+                             f"{n_classes}; use version = \"custom\" with attacks = [\"apgd-ce\", \"fab\"]")
+    if "square" in names and x.dim() != 4:
+        raise BenchError(f"autoattack: square needs image inputs [N, C, H, W], got shape {tuple(x.shape)}; "
+                         "leave it out with version = \"custom\"")
+    x0 = x.detach()
+    if bounds is None:
+        lo, hi = float(x0.min()) - eps, float(x0.max()) + eps
+    else:
+        lo, hi = float(bounds[0]), float(bounds[1])
+    width = hi - lo
+    if (lo, hi) == (0.0, 1.0):
+        model, u = forward, x0
+    else:
+        def model(u: torch.Tensor) -> torch.Tensor:
+            return forward(lo + width * u)
+
+        u = (x0 - lo) / width
+    adversary = AutoAttack(model, norm="Linf", eps=eps / width, version=version,
+                           attacks=names if version == "custom" else None, device=x0.device, seed=int(seed))
+    adversary.verbose = False
+    adversary.apgd_targeted.n_target_classes = min(AA_TARGET_CLASSES, n_classes - 1)
+    adversary.fab.n_target_classes = min(AA_TARGET_CLASSES, n_classes - 1)
+    devices = [x0.device.index or 0] if x0.device.type == "cuda" else []
+    tracer = sys.gettrace()
+    checks = _CollectWarnings()
+    aa_logger = logging.getLogger("auto-attack")
+    aa_logger.addHandler(checks)
+    propagate, aa_logger.propagate = aa_logger.propagate, False
+    try:
+        with torch.random.fork_rng(devices=devices):
+            u_adv, _ = adversary.run_standard_evaluation(u, y, batch_size=max(1, u.shape[0]))
+    finally:
+        sys.settrace(tracer)
+        aa_logger.removeHandler(checks)
+        aa_logger.propagate = propagate
+    checks.report()
+    x_adv = u_adv if model is forward else lo + width * u_adv
+    # Undo the affine map's rounding: never leave the ε-ball or the valid range by a float ulp.
+    x_adv = x0 + (x_adv.to(x0.dtype) - x0).clamp(-eps, eps)
+    if bounds is not None:
+        x_adv = x_adv.clamp(*bounds)
+    return x_adv.detach()
+
+
+class _CollectWarnings(logging.Handler):
+    """Collects the reference's sanity-check warnings of one call (one per attack and target class) and reports
+    each kind once, with how often it came, on this module's logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def report(self) -> None:
+        kinds: dict[str, list[str]] = {}
+        for message in self.messages:
+            kinds.setdefault(re.sub(r"[0-9.]+%?", "#", message), []).append(message)
+        for same in kinds.values():
+            more = f" (and {len(same) - 1} more like it)" if len(same) > 1 else ""
+            LOG.warning("autoattack check: %s%s", same[0], more)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
-    """A configured attack: ``kind`` from :data:`ATTACKS`, its parameters, and the label stored with results."""
+    """A configured attack: ``kind`` from :data:`ATTACKS`, its parameters, and the label stored with results.
+
+    Keys a kind does not read keep their defaults (FGSM ignores ``alpha``, ``steps`` and ``random_start``).
+    """
 
     kind: str
     eps: float
-    alpha: float
-    steps: int
+    alpha: float = 0.0
+    steps: int = 0
     random_start: bool = True
     name: str = ""
+    restarts: int = 1
+    version: str = "standard"
+    attacks: tuple[str, ...] = field(default=())
 
     @property
     def label(self) -> str:
-        return self.name or f"{self.kind}-{self.steps}"
+        """``name`` when set, else the kind's default label (``pgd-20``, ``fgsm``, ``autoattack`` …)."""
+        return self.name or KINDS[self.kind].label(self)
 
-    def run(self, forward: Forward, x, y, *, bounds, generator=None) -> torch.Tensor:
+    def run(self, forward: Forward, x, y, *, bounds, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Adversarial inputs for the batch ``x`` (labels ``y``); ``generator`` drives every random choice."""
         return ATTACKS.get(self.kind)(self, forward, x, y, bounds=bounds, generator=generator)
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> AttackSpec:
+        """The spec of a validated ``eval_attacks`` table (see ``bench.suite``); absent keys take defaults."""
+        return cls(kind=table["kind"], eps=float(table["eps"]), alpha=float(table.get("alpha", 0.0)),
+                   steps=int(table.get("steps", 0)), random_start=bool(table.get("random_start", True)),
+                   name=str(table.get("name", "")), restarts=int(table.get("restarts", 1)),
+                   version=str(table.get("version", "standard")), attacks=tuple(table.get("attacks", ())))
 
 
 AttackFn = Callable[..., torch.Tensor]
 ATTACKS: Registry[AttackFn] = Registry("attack")
 
 
-@ATTACKS.register("pgd")
+@dataclass(frozen=True)
+class AttackKind:
+    """What the suite validator and the labeller need to know of a kind: its extra keys and default label."""
+
+    keys: tuple[str, ...]  # config keys it reads besides kind, eps and name
+    label: Callable[[AttackSpec], str]
+
+
+KINDS: dict[str, AttackKind] = {}
+
+
+def register_attack(name: str, *, keys: tuple[str, ...], label: Callable[[AttackSpec], str]):
+    """Decorator: register ``fn(spec, forward, x, y, *, bounds, generator)`` as attack kind ``name``."""
+
+    def decorate(fn: AttackFn) -> AttackFn:
+        ATTACKS.register(name)(fn)  # refuses duplicates before anything else is recorded
+        KINDS[name] = AttackKind(keys, label)
+        return fn
+
+    return decorate
+
+
+def _seed_from(generator: torch.Generator | None) -> int:
+    if generator is None:
+        return 0
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+
+
+def _restart_suffix(spec: AttackSpec) -> str:
+    return f"x{spec.restarts}" if spec.restarts > 1 else ""
+
+
+PGD_KEYS = ("alpha", "steps", "random_start", "restarts")
+
+
+@register_attack("pgd", keys=PGD_KEYS, label=lambda s: f"pgd-{s.steps}{_restart_suffix(s)}")
 def _pgd(spec: AttackSpec, forward, x, y, *, bounds, generator=None) -> torch.Tensor:
-    """L∞ PGD with cross-entropy (Madry et al., 2018)."""
-    return pgd(forward, x, y, eps=spec.eps, alpha=spec.alpha, steps=spec.steps,
-               random_start=spec.random_start, bounds=bounds, generator=generator)
+    """L∞ PGD on cross-entropy (Madry et al., 2018), optional restarts (per-sample worst case)."""
+    return pgd_restarts(forward, x, y, restarts=spec.restarts, eps=spec.eps, alpha=spec.alpha, steps=spec.steps,
+                        random_start=spec.random_start, bounds=bounds, generator=generator)
 
 
-@ATTACKS.register("fgsm")
+@register_attack("pgd-cw", keys=PGD_KEYS, label=lambda s: f"pgd-cw-{s.steps}{_restart_suffix(s)}")
+def _pgd_cw(spec: AttackSpec, forward, x, y, *, bounds, generator=None) -> torch.Tensor:
+    """L∞ PGD on the CW margin max_{j≠y} z_j − z_y (scale-free), optional restarts."""
+    return pgd_restarts(forward, x, y, restarts=spec.restarts, eps=spec.eps, alpha=spec.alpha, steps=spec.steps,
+                        random_start=spec.random_start, bounds=bounds, generator=generator, loss=cw_margin_loss)
+
+
+@register_attack("fgsm", keys=(), label=lambda s: "fgsm")
 def _fgsm(spec: AttackSpec, forward, x, y, *, bounds, generator=None) -> torch.Tensor:
     """FGSM: one signed-gradient step of size ε from the clean input (no random start)."""
     return pgd(forward, x, y, eps=spec.eps, alpha=spec.eps, steps=1, random_start=False, bounds=bounds)
+
+
+@register_attack("autoattack", keys=("version", "attacks"),
+                 label=lambda s: "autoattack" if s.version == "standard" else "+".join(s.attacks))
+def _autoattack(spec: AttackSpec, forward, x, y, *, bounds, generator=None) -> torch.Tensor:
+    """AutoAttack L∞ (Croce & Hein, 2020) via pyautoattack: standard ensemble or a custom list."""
+    return autoattack(forward, x, y, eps=spec.eps, version=spec.version, attacks=spec.attacks, bounds=bounds,
+                      seed=_seed_from(generator))

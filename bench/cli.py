@@ -15,6 +15,7 @@ from bench.errors import BenchError
 LAZY_COMMANDS = {
     "report": "bench.report:report_command",
     "compare": "bench.compare:compare_command",
+    "evaluate": "bench.evaluation_cmd:evaluate_command",
 }
 
 

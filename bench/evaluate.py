@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -10,25 +11,28 @@ import torch
 from bench.attacks import AttackSpec
 from bench.data import PreparedData, derived_seed
 from bench.models import Classifier
-from bench.suite import attack_label
 
 
 def attack_specs(config: dict[str, Any]) -> list[AttackSpec]:
-    return [
-        AttackSpec(kind=a["kind"], eps=a["eps"], alpha=a["alpha"], steps=a["steps"],
-                   random_start=a["random_start"], name=attack_label(a))
-        for a in config["eval_attacks"]
-    ]
+    """The cell's evaluation attacks (its validated ``eval_attacks`` tables), in the suite's order."""
+    return [AttackSpec.from_table(a) for a in config["eval_attacks"]]
 
 
-def evaluate(model: Classifier, data: PreparedData, config: dict[str, Any]) -> dict[str, np.ndarray]:
+def evaluate(
+    model: Classifier,
+    data: PreparedData,
+    config: dict[str, Any],
+    specs: Sequence[AttackSpec] | None = None,
+) -> dict[str, np.ndarray]:
     """Per-test-sample correctness, ``{"clean": bool[n], "pgd-20": bool[n], …}`` in the suite's order.
 
-    The model is in eval mode; each attack's random start draws from a generator seeded by the cell's seed and
-    the attack's label, so results do not depend on which other attacks ran.
+    ``specs`` replaces the cell's own attacks (``bench evaluate`` adds attacks to a finished run). The model is
+    in eval mode; each attack's random choices draw from a generator seeded by the cell's seed and the attack's
+    label, so results do not depend on which other attacks ran, nor on whether the attack ran with the suite or
+    was added later.
     """
     model.eval()
-    specs = attack_specs(config)
+    specs = attack_specs(config) if specs is None else list(specs)
     out: dict[str, list[torch.Tensor]] = {"clean": [], **{s.label: [] for s in specs}}
     device = data.test_x.device
     generators = {s.label: torch.Generator(device=device).manual_seed(derived_seed("eval", config["seed"], s.label))

@@ -1,5 +1,8 @@
 """Running a suite: skip finished cells, claim the rest one by one, record every outcome as data.
 
+A cell trains, is evaluated under every attack of its suite, then its robustness guards run (``bench.guards``);
+all of it is written in one transaction.
+
 A cell's outcome is ``done`` (metrics written), ``diverged`` (NaN loss), ``failed`` (exception; traceback
 stored) or ``interrupted`` (Ctrl-C). The grid goes on after a failure unless ``debug`` re-raises. A killed
 process leaves its cell ``running`` with a checkpoint; the next run sees the process is gone, claims the cell
@@ -13,14 +16,14 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 import methods
 from bench.data import prepare
 from bench.errors import BenchError
-from bench.evaluate import evaluate, feature_dump
+from bench.evaluate import attack_specs, evaluate, feature_dump
+from bench.guards import GuardContext, run_guards
 from bench.progress import Progress
 from bench.provenance import provenance
 from bench.settings import Settings
@@ -66,6 +69,8 @@ def run_cell(
     run_dir = settings.run_dir / cell.cell_hash
     outcome = train(config, method, data, run_dir, on_epoch)
     correct = evaluate(outcome.model, data, config)
+    specs = attack_specs(config)
+    guards = run_guards(GuardContext(outcome.model, data, config, method, correct, {s.label: s for s in specs}))
     features = feature_dump(outcome.model, data, config)
     save_final(outcome.model, run_dir)
     return CellResult(
@@ -82,6 +87,8 @@ def run_cell(
         peak_memory_mb=peak_memory_mb(device),
         epochs_done=len(outcome.curves),
         features=features,
+        attack_specs={spec.label: table for spec, table in zip(specs, config["eval_attacks"])},
+        guards=[g.row() for g in guards],
     )
 
 

@@ -586,9 +586,9 @@ def _flags_of(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, n
     out: dict[int, dict[str, np.ndarray]] = {}
     for start in range(0, len(run_ids), 500):
         chunk = list(run_ids[start : start + 500])
-        orders = dict(((r, a), o) for r, a, o in session.execute(
+        orders = {(r, a): o for r, a, o in session.execute(
             select(ClassMetric.run_id, ClassMetric.attack, func.min(ClassMetric.attack_order))
-            .where(ClassMetric.run_id.in_(chunk)).group_by(ClassMetric.run_id, ClassMetric.attack)))
+            .where(ClassMetric.run_id.in_(chunk)).group_by(ClassMetric.run_id, ClassMetric.attack))}
         rows = session.execute(select(SampleFlags).where(SampleFlags.run_id.in_(chunk))).scalars().all()
         rows = sorted(rows, key=lambda r: (r.run_id, orders.get((r.run_id, r.attack), 1 << 30), r.id))
         for row in rows:

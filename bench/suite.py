@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import methods
-from bench.attacks import ATTACKS
+from bench.attacks import AA_ATTACKS, AA_VERSIONS, ATTACKS, KINDS, AttackSpec
 from bench.data import DATASETS, parse_profile
 from bench.errors import BenchError, did_you_mean
+from bench.guards import DEFAULT_GUARDS, GUARDS
 from bench.models import MODELS
 from bench.settings import Settings
 from bench.store import CellRecord
@@ -57,10 +58,14 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "dataset_args": {},
     "features": 0,  # penultimate features of this many train and test points to keep (t-SNE); 0 = none
 }
-CELL_KEYS = ("dataset", "imbalance", "method", "seed", *BUILTIN_DEFAULTS)
+# ``guards`` (names from bench.guards.GUARDS, default DEFAULT_GUARDS) is a cell key without a built-in default
+# entry: it appears in a resolved config only when it differs from the default, so adding it changed no cell hash.
+CELL_KEYS = ("dataset", "imbalance", "method", "seed", *BUILTIN_DEFAULTS, "guards")
 TABLE_KEYS = ("train_attack", "method_args", "dataset_args")
-ATTACK_KEYS = ("kind", "eps", "alpha", "steps", "random_start", "name")
+# Keys of an eval_attacks table: kind, eps and name for every kind, plus the kind's own (bench.attacks.KINDS).
+ATTACK_KEYS = ("kind", "eps", "name", *dict.fromkeys(k for kind in KINDS.values() for k in kind.keys))
 TRAIN_ATTACK_KEYS = ("kind", "eps", "alpha", "steps", "random_start", "bn_mode")
+TRAIN_ATTACK_KINDS = ("pgd",)  # training runs bench.attacks.pgd itself
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ def expand_grid(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
         if key in TABLE_KEYS and isinstance(value, dict):
             for inner, inner_value in value.items():
                 axes.append(((key, inner), inner_value if isinstance(inner_value, list) else [inner_value]))
-        elif key in ("eval_attacks", "milestones"):
+        elif key in ("eval_attacks", "milestones", "guards"):
             is_axis = isinstance(value, list) and value and all(isinstance(v, list) for v in value)
             axes.append(((key,), value if is_axis else [value]))
         else:
@@ -251,10 +256,17 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
     c["train_attack"] = _train_attack(c["train_attack"], f"{where}: train_attack")
     if not isinstance(c["eval_attacks"], list):
         raise BenchError(f"{where}: eval_attacks must be a list of attack tables, got {c['eval_attacks']!r}")
-    c["eval_attacks"] = [_attack(a, f"{where}: eval_attacks[{i}]", ATTACK_KEYS) for i, a in enumerate(c["eval_attacks"])]
+    c["eval_attacks"] = [eval_attack(a, f"{where}: eval_attacks[{i}]") for i, a in enumerate(c["eval_attacks"])]
     labels = [attack_label(a) for a in c["eval_attacks"]]
-    if len(set(labels)) != len(labels) or "clean" in labels:
-        raise BenchError(f"{where}: eval_attacks labels must be unique and not 'clean', got {labels}; set `name`")
+    if len(set(labels)) != len(labels) or RESERVED_LABELS & set(labels):
+        raise BenchError(f"{where}: eval_attacks labels must be unique and not {' or '.join(sorted(RESERVED_LABELS))}, "
+                         f"got {labels}; set `name`")
+    if "guards" in c:
+        guards = _guards(c["guards"], f"{where}: guards")
+        if guards == list(DEFAULT_GUARDS):
+            del c["guards"]
+        else:
+            c["guards"] = guards
     _check_table(c["method_args"], f"{where}: method_args")
     _check_table(c["dataset_args"], f"{where}: dataset_args")
     plugin = DATASETS.get(c["dataset"])
@@ -293,8 +305,9 @@ def _attack(table: Any, where: str, allowed: Iterable[str]) -> dict[str, Any]:
         if key not in allowed:
             raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid: {', '.join(allowed)}")
     kind = table.get("kind", "pgd")
-    if kind not in ATTACKS:
-        raise BenchError(f"{where}: kind = {kind!r} is unknown{did_you_mean(str(kind), ATTACKS)}; valid: {', '.join(ATTACKS)}")
+    if kind not in TRAIN_ATTACK_KINDS:
+        raise BenchError(f"{where}: kind = {kind!r} cannot train{did_you_mean(str(kind), TRAIN_ATTACK_KINDS)}; "
+                         f"valid: {', '.join(TRAIN_ATTACK_KINDS)}")
     out: dict[str, Any] = {"kind": kind}
     for key in ("eps", "alpha"):
         if key not in table:
@@ -325,9 +338,93 @@ def _train_attack(value: Any, where: str) -> dict[str, Any] | str:
     return _attack(value, where, TRAIN_ATTACK_KEYS)
 
 
+RESERVED_LABELS = frozenset({"clean", "worst-case"})  # standard accuracy; bench.guards.worst_case_frame
+
+
+def eval_attack(table: Any, where: str) -> dict[str, Any]:
+    """A validated, normalised ``eval_attacks`` table (also what ``bench evaluate --attack`` takes).
+
+    Only the keys its kind reads are kept (``bench.attacks.KINDS``). Keys added after the first release are left
+    out at their defaults (``restarts = 1``), so the hash of a cell that does not use them did not change.
+    """
+    if not isinstance(table, dict):
+        raise BenchError(f"{where}: must be a table like {{ kind = \"pgd\", eps = \"8/255\", alpha = \"2/255\", steps = 20 }}")
+    kind = table.get("kind", "pgd")
+    if not isinstance(kind, str) or kind not in ATTACKS:
+        raise BenchError(f"{where}: kind = {kind!r} is unknown{did_you_mean(str(kind), ATTACKS)}; valid: {', '.join(ATTACKS)}")
+    allowed = ("kind", "eps", "name", *KINDS[kind].keys)
+    if kind == "fgsm":
+        allowed += ("alpha", "steps")  # accepted when they say what FGSM does: one step of size eps
+    for key in table:
+        if key not in allowed:
+            raise BenchError(f"{where}: unknown key {key!r} for kind {kind}{did_you_mean(key, allowed)}; "
+                             f"valid: {', '.join(allowed)}")
+    out: dict[str, Any] = {"kind": kind, "eps": _nonnegative(table, "eps", where)}
+    if kind in ("pgd", "pgd-cw"):
+        out["alpha"] = _nonnegative(table, "alpha", where)
+        out["steps"] = _int(table.get("steps", 10), f"{where}.steps", minimum=0)
+        random_start = table.get("random_start", True)
+        if not isinstance(random_start, bool):
+            raise BenchError(f"{where}.random_start must be true or false, got {random_start!r}")
+        out["random_start"] = random_start
+        restarts = _int(table.get("restarts", 1), f"{where}.restarts", minimum=1)
+        if restarts != 1:
+            out["restarts"] = restarts
+    elif kind == "fgsm":
+        if "alpha" in table and _nonnegative(table, "alpha", where) != out["eps"]:
+            raise BenchError(f"{where}.alpha = {table['alpha']!r}: fgsm takes one step of size eps; leave alpha out")
+        if "steps" in table and _int(table["steps"], f"{where}.steps", minimum=0) != 1:
+            raise BenchError(f"{where}.steps = {table['steps']!r}: fgsm takes one step; leave steps out")
+    elif kind == "autoattack":
+        attacks = table.get("attacks")
+        version = table.get("version", "standard" if attacks is None else "custom")
+        if version not in AA_VERSIONS:
+            raise BenchError(f"{where}.version = {version!r} is unknown; valid: {', '.join(AA_VERSIONS)}")
+        out["version"] = version
+        if version == "custom":
+            if not isinstance(attacks, list) or not attacks:
+                raise BenchError(f"{where}.attacks: version = \"custom\" needs a non-empty list, e.g. "
+                                 f"[\"apgd-ce\", \"apgd-t\"]; valid: {', '.join(AA_ATTACKS)}")
+            for name in attacks:
+                if name not in AA_ATTACKS:
+                    raise BenchError(f"{where}.attacks: {name!r} is not an AutoAttack attack"
+                                     f"{did_you_mean(str(name), AA_ATTACKS)}; valid: {', '.join(AA_ATTACKS)}")
+            if len(set(attacks)) != len(attacks):
+                raise BenchError(f"{where}.attacks lists an attack twice: {attacks}")
+            out["attacks"] = list(attacks)
+        elif attacks is not None:
+            raise BenchError(f"{where}.attacks is only for version = \"custom\" (standard runs "
+                             "apgd-ce, apgd-t, fab-t, square)")
+    if "name" in table:
+        name = table["name"]
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise BenchError(f"{where}.name must be a non-empty string of at most 64 characters, got {name!r}")
+        out["name"] = name
+    return out
+
+
+def _nonnegative(table: Mapping[str, Any], key: str, where: str) -> float:
+    if key not in table:
+        raise BenchError(f"{where}: missing {key}")
+    value = float(parse_number(table[key], f"{where}.{key}"))
+    if value < 0:
+        raise BenchError(f"{where}.{key} = {table[key]!r} is negative; must be >= 0")
+    return value
+
+
+def _guards(value: Any, where: str) -> list[str]:
+    """Guard names, deduplicated, in the registry's order."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BenchError(f"{where}: must be a list of guard names, e.g. {list(DEFAULT_GUARDS)}; valid: {', '.join(GUARDS)}")
+    for name in value:
+        if name not in GUARDS:
+            raise BenchError(f"{where}: unknown guard {name!r}{did_you_mean(name, GUARDS)}; valid: {', '.join(GUARDS)}")
+    return [name for name in GUARDS if name in value]
+
+
 def attack_label(attack: Mapping[str, Any]) -> str:
-    """The label results are stored under: the attack's ``name``, else ``kind-steps`` (``pgd-20``)."""
-    return attack.get("name") or f"{attack['kind']}-{attack['steps']}"
+    """The label results are stored under: the attack's ``name``, else its kind's label (``pgd-20``, ``fgsm``)."""
+    return AttackSpec.from_table(attack).label
 
 
 def cell_hash(config: Mapping[str, Any]) -> str:

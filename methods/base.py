@@ -8,7 +8,8 @@ A method is a small frozen dataclass of typed hyperparameters with two hooks the
 
 and one hook that fills run-dependent defaults, :meth:`Method.for_run` (DRW starts at the run's first
 learning-rate milestone unless set). Capability fields tell the runner what the model needs: ``classifier``
-(``linear`` or ``cosine``) and :attr:`Method.uses_projection` (the SRAT projection head). The runner never
+(``linear`` or ``cosine``) and :attr:`Method.uses_projection` (the SRAT projection head); and what evaluation
+must watch for: :attr:`Method.scale_sensitive` (trains on logits × :attr:`Method.logit_scale`). The runner never
 looks at a method's name.
 
 Writing a new method is one file: subclass :class:`Method` (or a loss family below), set the class variables,
@@ -94,6 +95,18 @@ class Method:
         """Whether the loss needs the projection head's output (SRAT's separation term)."""
         return self.lam > 0
 
+    @property
+    def logit_scale(self) -> float:
+        """The factor the training loss applies to the logits (1; LDAM's ``s``). Attacks see unscaled logits."""
+        return 1.0
+
+    @property
+    def scale_sensitive(self) -> bool:
+        """Whether the method trains on rescaled logits but is attacked on ``1×`` logits (methods.md §3): PGD's
+        cross-entropy then sees another softmax temperature than training did, which can inflate robustness;
+        ``bench.guards``' ``scaled-pgd`` guard re-attacks such runs at :attr:`logit_scale`."""
+        return self.logit_scale != 1.0
+
     def for_run(self, *, epochs: int, milestones: tuple[int, ...] | list[int]) -> Method:
         """This method with the run-dependent defaults filled in (DRW starts at the first LR milestone)."""
         if self.drw_epoch is None:
@@ -152,6 +165,10 @@ class LDAMFamily(Method):
         super().__post_init__()
         self._check(self.max_m >= 0, "max_m", ">= 0")
         self._check(self.s > 0, "s", "> 0")
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.s)
 
     def prediction(self, inputs: LossInputs) -> torch.Tensor:
         return losses.ldam_loss(

@@ -724,3 +724,25 @@ def test_html_renders_in_a_browser(reports):
             assert all(u.startswith(("file:", "data:")) for u in requests)  # self-contained
         finally:
             browser.close()
+
+
+def test_flagged_guards_mark_the_row(tmp_path):
+    """A run whose robustness guard fired is marked in its row's notes, in every format."""
+    from bench.store import GuardRow, Store
+    from bench.report.build import make_report
+
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = Store(url)
+    labels = [0] * 4 + [1] * 4
+    flags = {"clean": [True] * 8, "pgd-20": [True, False] * 4}
+    add_run(store, method="ldam", seed=0, correct=flags, test_labels=labels, train_counts=[10, 1])
+    add_run(store, method="ce", seed=0, correct=flags, test_labels=labels, train_counts=[10, 1])
+    with store.session() as session, session.begin():
+        session.add(GuardRow(run_id=1, name="zero-grad-share", value=0.09, threshold=0.01, flagged=True, detail="{}"))
+        session.add(GuardRow(run_id=2, name="zero-grad-share", value=0.0, threshold=0.01, flagged=False, detail="{}"))
+    result = make_report(db=url, fmt="md", out=tmp_path / "out", workers=1)
+    text = result.path.read_text()
+    ldam = next(line for line in text.splitlines() if line.startswith("| ldam"))
+    ce = next(line for line in text.splitlines() if line.startswith("| ce"))
+    assert "flagged: zero-grad-share ×1" in ldam
+    assert "flagged" not in ce

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,7 @@ class ReportData:
     runs: pd.DataFrame
     class_rows: pd.DataFrame
     attacks: pd.DataFrame
+    guards: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", "name", "flagged"]))
 
     def class_names(self, run_id: int) -> list[str] | None:
         names = _parse_json(self.runs.at[run_id, "class_names_json"], None)
@@ -89,7 +90,10 @@ def load_report_data(url: str, suite: str | None = None) -> ReportData:
     values = np.array(rows, dtype=np.int64).reshape(-1, len(CLASS_COLUMNS))
     class_rows = pd.DataFrame(values, columns=CLASS_COLUMNS)
     attacks["adversarial"] = attacks["adversarial"].astype(bool)
-    return ReportData(url=url, suites=suites, runs=runs, class_rows=class_rows, attacks=attacks)
+    from bench.store import load_guards
+
+    guards = load_guards(url, suite)[["run_id", "name", "flagged"]]
+    return ReportData(url=url, suites=suites, runs=runs, class_rows=class_rows, attacks=attacks, guards=guards)
 
 
 def load_curves(url: str, run_ids: Sequence[int]) -> pd.DataFrame:

@@ -168,6 +168,7 @@ class Row:
     has_reference: bool
     config: dict = field(repr=False, default_factory=dict)  # flattened config of the row's first run
     cells: dict[tuple[int, str], Cell] = field(default_factory=dict)
+    guard_flags: Counter = field(default_factory=Counter)  # guard name -> runs of this row it flagged
 
     @property
     def label(self) -> str:
@@ -179,8 +180,10 @@ class Row:
 
     @property
     def note(self) -> str:
-        """"2 running, 1 failed" — the runs of this row that give no numbers."""
-        return _note(self.statuses)
+        """"2 running, 1 failed" — the runs of this row that give no numbers — and robustness guards that fired
+        ("flagged: pgd-aa-gap ×2"), so a robust number that may be inflated is marked where it is read."""
+        flags = ", ".join(f"{name} ×{n}" for name, n in sorted(self.guard_flags.items()))
+        return "; ".join(p for p in (_note(self.statuses), f"flagged: {flags}" if flags else "") if p)
 
     @property
     def has_paper(self) -> bool:
@@ -226,6 +229,10 @@ def build_tables(data: ReportData, groups: str = "overall-under", reference: Ref
             for method, config in zip(runs["method"].tolist(), runs["config"].tolist())]
     variants, settings = _variants(runs, flat)
     accuracies = run_accuracies(data.class_rows)
+    flagged = data.guards[data.guards["flagged"]] if not data.guards.empty else data.guards
+    flagged_by_run: dict[int, list[str]] = {}
+    for run_id, name in zip(flagged["run_id"].tolist(), flagged["name"].tolist()):
+        flagged_by_run.setdefault(int(run_id), []).append(str(name))
 
     order_labels: dict[tuple, dict[int, set]] = {}
     for rec in data.attacks.itertuples(index=False):
@@ -263,6 +270,7 @@ def build_tables(data: ReportData, groups: str = "overall-under", reference: Ref
         first = runs.index.get_loc(ids[0])
         method = key[4]
         table.rows.append(_make_row(method, key[5], settings[first], ids, status_of, flat[first]))
+        table.rows[-1].guard_flags = Counter(name for i in ids for name in flagged_by_run.get(i, ()))
         _fill_cells(table.rows[-1], table, stats.get(row, {}))
 
     out = []
