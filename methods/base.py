@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from methods import losses
-from methods.weights import NORMALIZATIONS, SCHEDULES
+# torch (and so methods.losses / methods.weights) is imported where a loss or a weight is computed, not here:
+# reading the registry (bench list, report, compare) then starts without torch's two-second import.
 
 CLASSIFIERS = ("linear", "cosine")
+NORMALIZATIONS = ("max", "sum")  # class-balanced weight normalisations (methods.weights.class_balanced)
 
 
 @dataclass(frozen=True)
@@ -117,10 +119,14 @@ class Method:
         """The class weights ``[C]`` for ``epoch`` (``None`` = uniform), from the method's weight schedule."""
         if self.weight_schedule != "uniform" and self.drw_epoch is None:
             raise ValueError(f"method {self.name}: call for_run() before class_weights() to fix drw_epoch")
+        from methods.weights import SCHEDULES
+
         return SCHEDULES.get(self.weight_schedule)(self, epoch, class_counts)
 
     def prediction(self, inputs: LossInputs) -> torch.Tensor:
         """The prediction loss on the logits; loss families override this."""
+        from methods import losses
+
         return losses.cross_entropy(inputs.logits, inputs.targets, weight=inputs.weight)
 
     def loss(self, inputs: LossInputs) -> torch.Tensor:
@@ -129,6 +135,8 @@ class Method:
         if self.uses_projection:
             if inputs.projection is None:
                 raise ValueError(f"method {self.name} uses the separation loss but got no projection")
+            from methods import losses
+
             total = total + self.lam * losses.separation_loss(inputs.projection, inputs.targets, self.temperature)
         return total
 
@@ -150,6 +158,8 @@ class FocalFamily(Method):
         self._check(self.gamma >= 0, "gamma", ">= 0")
 
     def prediction(self, inputs: LossInputs) -> torch.Tensor:
+        from methods import losses
+
         return losses.focal_loss(inputs.logits, inputs.targets, weight=inputs.weight, gamma=self.gamma)
 
 
@@ -171,6 +181,8 @@ class LDAMFamily(Method):
         return float(self.s)
 
     def prediction(self, inputs: LossInputs) -> torch.Tensor:
+        from methods import losses
+
         return losses.ldam_loss(
             inputs.logits, inputs.targets, inputs.class_counts, weight=inputs.weight, max_m=self.max_m, s=self.s
         )

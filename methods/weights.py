@@ -10,8 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from bench.registry import Registry
-
-NORMALIZATIONS = ("max", "sum")
+from methods.base import NORMALIZATIONS
 
 
 def _as_counts(class_counts: Sequence[int] | torch.Tensor) -> torch.Tensor:
