@@ -7,11 +7,11 @@ bench runs without the file. Relative paths are relative to the file's folder.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import BenchError, did_you_mean
+from bench.values import read_toml
 
 DEFAULT_FILE = "bench.toml"
 KNOWN_BENCH_KEYS = ("db", "data_root", "run_dir", "out_dir", "device", "download", "threads")
@@ -40,12 +40,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         if explicit:
             raise BenchError(f"config file {file} does not exist")
         return Settings()
-    try:
-        data = tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"{file}: malformed TOML: {exc}") from None
-    except OSError as exc:
-        raise BenchError(f"{file}: cannot be read: {exc.strerror}") from None
+    data = read_toml(file, "config file")
     unknown_tables = set(data) - {"bench", "defaults", "slurm", "ray"}
     if unknown_tables:
         key = sorted(unknown_tables)[0]

@@ -33,7 +33,7 @@ from bench.guards import DEFAULT_GUARDS, GUARDS
 from bench.models import MODELS
 from bench.settings import Settings
 from bench.store import CellRecord
-from bench.values import parse_number
+from bench.values import parse_number, read_toml
 
 SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid")
 AUGMENTATIONS = ("none", "crop-flip", "crop", "flip")
@@ -113,14 +113,7 @@ def load_suite(
     """Read, validate and expand a suite file into cells; every mistake is one :class:`BenchError` line."""
     path = Path(path)
     where = str(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise BenchError(f"suite file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"{where}: malformed TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{where}: cannot be read: {exc}") from None
+    data = read_toml(path)
     for key in data:
         if key not in SUITE_KEYS:
             raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, SUITE_KEYS)}; valid: {', '.join(SUITE_KEYS)}")

@@ -78,7 +78,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,7 +88,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_ndtr, ndtr
 
 from bench.errors import BenchError, did_you_mean
-from bench.values import parse_number
+from bench.values import parse_number, read_toml
 
 NORMS = ("linf", "l2")
 GRID_KEYS = ("d", "eta", "sigma", "K", "rho", "eps")  # the axes; one frame row per combination
@@ -556,14 +555,7 @@ def load_theory_suite(path: str | Path) -> dict[str, Any]:
     """Read and validate a ``kind = "theory"`` suite file: {"name", "description", "grid"} (grid validated)."""
     path = Path(path)
     where = str(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise BenchError(f"suite file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"{where}: malformed TOML: {exc}") from None
-    except OSError as exc:
-        raise BenchError(f"{where}: cannot be read: {exc}") from None
+    data = read_toml(path)
     for key in data:
         if key not in SUITE_KEYS:
             raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, SUITE_KEYS)}; valid: {', '.join(SUITE_KEYS)}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
 from fractions import Fraction
+from pathlib import Path
+from typing import Any
 
 from bench.errors import BenchError
 
@@ -23,3 +26,16 @@ def parse_number(value: object, where: str) -> float | int:
         except (ValueError, ZeroDivisionError):
             pass
     raise BenchError(f"{where}: expected a number such as 0.1 or \"8/255\", got {value!r}")
+
+
+def read_toml(path: str | Path, what: str = "suite file") -> dict[str, Any]:
+    """A TOML file's tables; a missing, unreadable or malformed file is one :class:`BenchError` line."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"{what} {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{path}: malformed TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path}: cannot be read: {exc}") from None
