@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -86,9 +87,11 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 @click.option("--download", is_flag=True, help="Let torchvision download missing datasets.")
 @click.option("--debug", is_flag=True, help="Re-raise the first failing cell's exception.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes sharing the cells (one per GPU when there are GPUs; else CPU cores split).")
 @db_option
 @config_option
-def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, db, config) -> None:
+def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, workers, db, config) -> None:
     """Run every cell of SUITE.toml not yet done, storing class-wise results."""
     from bench.data import DATASETS
     from bench.store import Store
@@ -116,9 +119,19 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
     from bench.provenance import resolve_device
     from bench.runner import run_cells
 
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    threads = int(os.environ.get("BENCH_THREADS", 0)) or settings.threads
+    if threads:
+        torch.set_num_threads(threads)
     target = resolve_device(device or settings.device)
+    if workers > 1:
+        args = [suite_file, *(f"--only={o}" for o in only), *(f"--set={x}" for x in sets), f"--db={store.url}",
+                f"--device={device or settings.device}"]
+        args += ["--quiet"] if quiet else []
+        args += [f"--seeds={seeds}"] if seeds else []
+        args += [f"--config={config}"] if config else []
+        args += ["--download"] if download else []
+        _run_workers(suite.name, cells, store, workers, target, args)
+        return
     progress = Progress(enabled=not quiet)
     progress.console.print(f"suite {suite.name}: {len(cells)} cell(s) on {target}, results in {store.url}")
     try:
@@ -129,6 +142,26 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
     click.echo(f"suite {suite.name}: {summary.line()}")
     if summary.counts.get("failed"):
         click.echo("some cells failed; `bench show HASH` prints the stored traceback", err=True)
+        sys.exit(1)
+
+
+def _run_workers(suite: str, cells, store, workers: int, target, args: list[str]) -> None:
+    """``--workers N``: N ``bench run ARGS`` processes claim the cells from one database; a summary at the end."""
+    import torch
+
+    from bench.executors import run_workers, worker_environments
+
+    n_gpus = torch.cuda.device_count() if target.type == "cuda" else 0
+    envs = worker_environments(workers, target.type, n_gpus, os.cpu_count() or 1)
+    click.echo(f"suite {suite}: {len(cells)} cell(s), {workers} workers on {target}, results in {store.url}")
+    codes = run_workers(args, envs)
+    statuses = store.statuses([c.cell_hash for c in cells])
+    counts: dict[str, int] = {}
+    for cell in cells:
+        status = statuses.get(cell.cell_hash, "not run")
+        counts[status] = counts.get(status, 0) + 1
+    click.echo(f"suite {suite}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    if any(codes) or counts.get("failed"):
         sys.exit(1)
 
 

@@ -74,7 +74,8 @@ class Progress:
     def cell_skipped(self, cell: Cell, why: str) -> None:
         self.finished += 1
         if self.enabled:
-            self.console.print(f"[{self.finished}/{self.total}] skipped {cell.label()}: {why}")
+            self.console.print(f"[{self.finished}/{self.total}] skipped {cell.label()}: {why}", highlight=False,
+                               markup=False)
         if self._bars is not None:
             self._bars.advance(self._cells)
 

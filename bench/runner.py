@@ -113,7 +113,7 @@ def run_cells(
         for cell in todo:
             if not store.claim(cell.record()):
                 summary.add("busy")
-                progress.cell_skipped(cell, "running in another process")
+                progress.cell_skipped(cell, "done or running in another process")
                 continue
             progress.cell_started(cell)
 

@@ -297,3 +297,22 @@ def test_feature_dumps_are_shared_points_across_methods(project):
     np.testing.assert_array_equal(labels, dumps[1][("test", "clean")][0])
     assert not np.allclose(vectors, dumps[1][("test", "clean")][1])
     assert not np.allclose(vectors, dumps[0][("test", "pgd-2")][1])
+
+
+def test_workers_share_the_cells_of_one_database(project):
+    file = suite(project, epochs=2, methods='["ce", "focal", "cb-reweight"]')
+    result = bench("run", str(file), "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert "2 workers" in result.output and "3 done" in result.output
+    assert "[w0]" in result.output and "[w1]" in result.output
+    rows = db_rows(project / "results" / "bench.db", "select method, status from runs")
+    assert sorted(rows) == sorted((m, "done") for m in ("ce", "focal", "cb-reweight"))
+
+
+def test_worker_environments_split_gpus_or_cores():
+    from bench.executors import worker_environments
+
+    gpu = worker_environments(3, "cuda", 2, 16)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in gpu] == ["0", "1", "0"]
+    cpu = worker_environments(2, "cpu", 0, 8)
+    assert [e["BENCH_THREADS"] for e in cpu] == ["4", "4"] and "CUDA_VISIBLE_DEVICES" not in cpu[0]
