@@ -66,17 +66,19 @@ def theory_sections(db: str, suite: str | None) -> list[dict]:
     """Stored Section 3 theory suites (``bench run suites/theory.toml``), rendered for the report."""
     from sqlalchemy import inspect
 
-    from bench import theory
     from bench.store import Store, load_theory
 
     store = Store(db)
     if not store.exists() or not inspect(store.engine).has_table("theory_results"):
         return []
     store.check_schema()
+    items = [item for item in load_theory(db) if suite is None or item["suite"] == suite]
+    if not items:
+        return []
+    from bench import theory  # scipy.optimize: only when there is theory to render
+
     sections = []
-    for item in load_theory(db):
-        if suite is not None and item["suite"] != suite:
-            continue
+    for item in items:
         frame, pairs = item["frame"], item["pairs"]
         agree = int(frame["agrees_with_paper"].sum())
         sections.append({
