@@ -154,6 +154,7 @@ def _run_workers(suite: str, cells, store, workers: int, target, args: list[str]
     n_gpus = torch.cuda.device_count() if target.type == "cuda" else 0
     envs = worker_environments(workers, target.type, n_gpus, os.cpu_count() or 1)
     click.echo(f"suite {suite}: {len(cells)} cell(s), {workers} workers on {target}, results in {store.url}")
+    store.create()  # once, here: the workers then only claim and write rows
     codes = run_workers(args, envs)
     statuses = store.statuses([c.cell_hash for c in cells])
     counts: dict[str, int] = {}

@@ -27,6 +27,7 @@ import io
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -355,13 +356,19 @@ class Store:
         """Create the tables if missing and stamp the schema version."""
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            Base.metadata.create_all(self.engine)
-            with self.session() as session, session.begin():
-                if session.get(Meta, "schema_version") is None:
-                    session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-        except OperationalError as exc:
-            raise BenchError(f"database {self.url} cannot be written: {_first_line(exc)}") from None
+        for attempt in range(5):
+            try:
+                Base.metadata.create_all(self.write_engine)  # under the write lock: concurrent creators serialise
+                with self.session() as session, session.begin():
+                    if session.get(Meta, "schema_version") is None:
+                        session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                break
+            except OperationalError as exc:
+                # Two processes creating one new SQLite file can meet SQLite's immediate "locked" answer
+                # (journal-mode switch); try again shortly. Anything else is a database that cannot be written.
+                if "locked" not in str(exc) or attempt == 4:
+                    raise BenchError(f"database {self.url} cannot be written: {_first_line(exc)}") from None
+                time.sleep(0.2 * (attempt + 1))
         self.check_schema()
 
     @contextmanager
