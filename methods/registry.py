@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable
 
-from bench.errors import BenchError, did_you_mean, unknown
+from bench.errors import BenchError, did_you_mean
 from bench.registry import Registry
 from bench.values import parse_number
 from methods.base import Method
