@@ -72,3 +72,28 @@ def flags_for_accuracy(test_labels: Sequence[int], per_class_correct: Sequence[i
         idx = np.flatnonzero(labels == c)[:k]
         flags[idx] = True
     return flags
+
+
+def trained_linear_digits(root, steps: int = 150):
+    """A linear classifier on balanced 8×8 digits, trained full-batch (about a second), in eval mode.
+
+    Returns ``(model, data)``; the caller decides whether parameters keep ``requires_grad``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from bench.data import prepare
+    from bench.models import build_model
+
+    data = prepare("digits", "balanced", 0, root=root)
+    torch.manual_seed(0)
+    model = build_model("linear", 10, (1, 8, 8))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(data.train_x), data.train_y).backward()
+        opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    return model, data

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks import ATTACKS, AttackSpec, pgd
-from bench.data import prepare
 from bench.models import build_model
+from factories import trained_linear_digits
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -155,17 +155,7 @@ def test_fgsm_is_one_full_eps_step(linear_problem):
 @pytest.fixture(scope="module")
 def trained_digits(tmp_path_factory):
     """A linear classifier on the 8x8 digits, trained full-batch for a second or so."""
-    data = prepare("digits", "balanced", 0, root=tmp_path_factory.mktemp("digits"))
-    torch.manual_seed(0)
-    model = build_model("linear", 10, (1, 8, 8))
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        opt.zero_grad()
-        F.cross_entropy(model(data.train_x), data.train_y).backward()
-        opt.step()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
+    model, data = trained_linear_digits(tmp_path_factory.mktemp("digits"))
     return model, data
 
 

@@ -12,27 +12,18 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks import AA_STANDARD, ATTACKS, KINDS, AttackSpec, autoattack, cw_margin_loss, pgd, pgd_restarts
-from bench.data import prepare
 from bench.errors import BenchError
 from bench.evaluate import evaluate
-from bench.models import build_model
 from bench.settings import Settings
 from bench.suite import attack_label, eval_attack, load_suite
+from factories import trained_linear_digits
 
 N_AA = 200  # test images AutoAttack runs on here
 
 
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
-    data = prepare("digits", "balanced", 0, root=tmp_path_factory.mktemp("digits"))
-    torch.manual_seed(0)
-    model = build_model("linear", 10, (1, 8, 8))
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        opt.zero_grad()
-        F.cross_entropy(model(data.train_x), data.train_y).backward()
-        opt.step()
-    model.eval()
+    model, data = trained_linear_digits(tmp_path_factory.mktemp("digits"))
     for p in model.parameters():
         p.requires_grad_(False)
     return model, data

@@ -18,13 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
-from factories import add_run
+from factories import add_run, trained_linear_digits
 
 import methods
 from bench.cli import LAZY_COMMANDS, cli
-from bench.data import prepare
 from bench.errors import BenchError
 from bench.evaluate import attack_specs, evaluate
 from bench.evaluation_cmd import evaluate_command
@@ -41,7 +39,6 @@ from bench.guards import (
     worst_case_frame,
     zero_gradient_flags,
 )
-from bench.models import build_model
 from bench.store import Store, load_results, load_sample_flags
 from bench.suite import eval_attack
 
@@ -88,15 +85,7 @@ class Scaled(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    data = prepare("digits", "balanced", 0, root=tmp_path_factory.mktemp("digits"))
-    torch.manual_seed(0)
-    model = build_model("linear", 10, (1, 8, 8))
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(150):
-        opt.zero_grad()
-        F.cross_entropy(model(data.train_x), data.train_y).backward()
-        opt.step()
-    model.eval()
+    model, data = trained_linear_digits(tmp_path_factory.mktemp("digits"))
     for p in model.parameters():
         p.requires_grad_(False)
     small = dataclasses.replace(data, test_x=data.test_x[:N_TEST], test_y=data.test_y[:N_TEST])
