@@ -11,14 +11,6 @@ from bench.models import build_model
 from factories import trained_linear_digits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small, busy machine torch's thread pool oversubscribes and runs ~10-40x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _linear_forward(W: torch.Tensor, b: torch.Tensor):
     return lambda x: x.flatten(1) @ W.T + b

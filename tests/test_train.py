@@ -10,14 +10,6 @@ from bench.models import CosineClassifier, PROJECTION_DIM, SmallCNN, build_model
 from bench.train import augment, lr_at
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a small, busy machine torch's thread pool oversubscribes and runs ~10-40x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # --------------------------------------------------------------------------------------------- lr schedule
 
