@@ -77,17 +77,21 @@ def pgd(
     bounds: tuple[float, float] | None = (0.0, 1.0),
     generator: torch.Generator | None = None,
     loss: Loss | None = None,
+    start_std: float | None = None,
 ) -> torch.Tensor:
     """Adversarial examples for ``forward`` (any callable batch → logits) within the L∞ ball of radius ``eps``.
 
     ``bounds`` is the valid input range (``None`` for unbounded data such as the Gaussian mixture);
     ``generator`` makes the random start reproducible; ``loss`` is a per-sample loss to maximise (default: the
-    batch-mean cross-entropy, as in training). Returns a detached tensor shaped like ``x``.
+    batch-mean cross-entropy, as in training). ``start_std`` replaces the uniform random start by
+    ``x + start_std·N(0, 1)`` (TRADES' and MART's ``0.001``). Returns a detached tensor shaped like ``x``.
     """
     if eps < 0 or alpha < 0 or steps < 0:
         raise ValueError(f"pgd needs eps, alpha, steps >= 0, got {eps}, {alpha}, {steps}")
     x0 = x.detach()
-    if random_start and eps > 0:
+    if random_start and eps > 0 and start_std is not None:
+        x_adv = x0 + start_std * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    elif random_start and eps > 0:
         noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_adv = x0 + (2 * noise - 1) * eps
     else:

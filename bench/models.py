@@ -1,9 +1,12 @@
 """Models as registered plug-ins. Every model gives features ``h`` and logits, and carries SRAT's projection head.
 
 ``model(x)`` returns logits (what attacks and evaluation see); ``model.forward_features(x)`` returns
-``(logits, h)``; ``model.project(h)`` is the head ``Linear(F, F) → ReLU → Linear(F, 128)`` followed by L2
-normalisation (methods.md §2). The head is built last, after the backbone and classifier, so every method at one
-seed starts from the same backbone weights whether or not it uses the head.
+``(logits, h)``; the logits include the buffer ``logit_bias`` ``[C]``, zero while training and set afterwards to a
+method's inference-time adjustment (:meth:`Classifier.set_logit_bias`), so every prediction and every attack of
+the trained model sees the adjusted logits and ``final.pt`` carries them; ``model.project(h)`` is the head
+``Linear(F, F) → ReLU → Linear(F, 128)`` followed by L2 normalisation (methods.md §2). The head is built last,
+after the backbone and classifier, so every method at one seed starts from the same backbone weights whether or
+not it uses the head.
 """
 
 from __future__ import annotations
@@ -46,10 +49,19 @@ class Classifier(nn.Module):
             nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True), nn.Linear(feature_dim, PROJECTION_DIM)
         )
         self.feature_dim = feature_dim
+        self.register_buffer("logit_bias", torch.zeros(num_classes))
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.backbone(x)
-        return self.classifier(h), h
+        return self.classifier(h) + self.logit_bias, h
+
+    def set_logit_bias(self, bias: torch.Tensor | None) -> None:
+        """Add ``bias`` ``[C]`` to every logit from now on (``None`` = no adjustment)."""
+        with torch.no_grad():
+            if bias is None:
+                self.logit_bias.zero_()
+            else:
+                self.logit_bias.copy_(torch.as_tensor(bias, dtype=self.logit_bias.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]

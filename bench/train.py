@@ -2,9 +2,11 @@
 
 The recipe is methods.md §2: SGD with momentum and weight decay, linear warm-up then step decays at the
 milestones, PGD on each batch (batch norm in the mode the config names), the method's loss on the adversarial
-examples with its class weights for the epoch. Everything random draws from generators seeded from the cell and
-saved in the checkpoint, so a cell killed at any point resumes to exactly the result of an uninterrupted run
-(on the CPU). Losses and accuracies accumulate on the device; the host syncs once per epoch.
+examples with its class weights for the epoch. The method decides, through its capabilities and never its name,
+how an epoch draws examples (its sampler), what the attack maximises and from where it starts, whether the loss
+also sees the clean logits, and which bias the trained model adds to its logits at inference. Everything random
+draws from generators seeded from the cell and saved in the checkpoint, so a cell killed at any point resumes to
+exactly the result of an uninterrupted run (on the CPU). Losses and accuracies accumulate on the device; the host syncs once per epoch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bench.attacks import pgd
 from bench.data import PreparedData, derived_seed
 from bench.models import Classifier, build_model
 from methods import LossInputs, Method
+from methods.samplers import SAMPLERS
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final.pt"
@@ -120,6 +123,8 @@ def train(
         start = outcome.resumed_from = int(state["epoch"]) + 1
 
     counts = torch.as_tensor(data.train_counts, dtype=torch.float32, device=device)
+    sampler = SAMPLERS.get(method.sampler)
+    labels = data.train_y.cpu()
     attack = config["train_attack"]
     n = data.train_x.shape[0]
     batch_size = config["batch_size"]
@@ -132,20 +137,27 @@ def train(
         weight = weight.to(device) if weight is not None else None
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        perm = torch.randperm(n, generator=order_gen).to(device)
+        perm = sampler(labels, order_gen).to(device)
         for start_idx in range(0, n, batch_size):
             idx = perm[start_idx : start_idx + batch_size]
             x = augment(data.train_x[idx], config["augment"], noise_gen)
             y = data.train_y[idx]
+            x_adv = x
             if attack != "none":
                 model.train(attack["bn_mode"] == "train")
-                x = pgd(model, x, y, eps=attack["eps"], alpha=attack["alpha"], steps=attack["steps"],
-                        random_start=attack["random_start"], bounds=data.bounds, generator=noise_gen)
+                clean_for_attack = None
+                if method.attack_uses_clean:
+                    with torch.no_grad():
+                        clean_for_attack = model(x)
+                x_adv = pgd(model, x, y, eps=attack["eps"], alpha=attack["alpha"], steps=attack["steps"],
+                            random_start=attack["random_start"], bounds=data.bounds, generator=noise_gen,
+                            loss=method.attack_loss(clean_for_attack), start_std=method.attack_start_std)
             model.train()
-            logits, h = model.forward_features(x)
+            clean_logits = model(x) if method.needs_clean_logits else None
+            logits, h = model.forward_features(x_adv)
             projection = model.project(h) if method.uses_projection else None
             loss = method.loss(LossInputs(logits=logits, targets=y, class_counts=counts, epoch=epoch,
-                                          weight=weight, projection=projection))
+                                          weight=weight, projection=projection, clean_logits=clean_logits))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -169,6 +181,7 @@ def train(
         )
         if on_epoch is not None:
             on_epoch(epoch + 1, config["epochs"], row)
+    model.set_logit_bias(method.inference_bias(data.train_counts))
     return outcome
 
 

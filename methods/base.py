@@ -1,16 +1,22 @@
 """The method contract: what every training method gives the runner.
 
-A method is a small frozen dataclass of typed hyperparameters with two hooks the runner calls:
+A method is a small frozen dataclass of typed hyperparameters with hooks the runner calls:
 
 * :meth:`Method.class_weights` — the class weights ``[C]`` for an epoch, given the training class counts
   (``None`` = uniform). A pure function of the epoch: schedules are never stateful.
 * :meth:`Method.loss` — the training loss of a batch, from a :class:`LossInputs`.
+* :meth:`Method.attack_loss` — the per-sample objective the training attack maximises (``None`` = cross-entropy),
+  built from the clean logits when the objective needs them (TRADES' KL).
+* :meth:`Method.inference_bias` — a ``[C]`` vector added to the trained model's logits for every prediction
+  and every evaluation attack (post-hoc logit adjustment, RoBal's boundary adjustment); ``None`` = none.
 
 and one hook that fills run-dependent defaults, :meth:`Method.for_run` (DRW starts at the run's first
-learning-rate milestone unless set). Capability fields tell the runner what the model needs: ``classifier``
-(``linear`` or ``cosine``) and :attr:`Method.uses_projection` (the SRAT projection head); and what evaluation
-must watch for: :attr:`Method.scale_sensitive` (trains on logits × :attr:`Method.logit_scale`). The runner never
-looks at a method's name.
+learning-rate milestone unless set). Capability fields tell the runner what the model and the batch loop need:
+``classifier`` (``linear`` or ``cosine``), :attr:`Method.uses_projection` (the SRAT projection head),
+:attr:`Method.needs_clean_logits` (the loss also sees ``f(x)``), :attr:`Method.sampler` (how an epoch draws its
+examples, ``methods.samplers``), :attr:`Method.attack_objective` and :attr:`Method.attack_start_std` (the
+training attack); and what evaluation must watch for: :attr:`Method.scale_sensitive` (trains on logits ×
+:attr:`Method.logit_scale`). The runner never looks at a method's name.
 
 Writing a new method is one file: subclass :class:`Method` (or a loss family below), set the class variables,
 add fields for new hyperparameters, and decorate it with ``@register("my-method")``.
@@ -39,7 +45,8 @@ class LossInputs:
     ``logits`` ``[N, C]`` of the inputs the model trains on (adversarial examples in adversarial training);
     ``targets`` ``[N]``; ``projection`` ``[N, D]`` L2-normalised projection of their features (``None`` when
     the method does not use it); ``weight`` ``[C]`` the epoch's class weights or ``None``; ``class_counts``
-    ``[C]`` training counts; ``epoch`` 0-indexed.
+    ``[C]`` training counts; ``epoch`` 0-indexed; ``clean_logits`` ``[N, C]`` of the unperturbed inputs, in
+    training mode and with gradients (only for methods with :attr:`Method.needs_clean_logits`).
     """
 
     logits: torch.Tensor
@@ -48,6 +55,13 @@ class LossInputs:
     epoch: int
     weight: torch.Tensor | None = None
     projection: torch.Tensor | None = None
+    clean_logits: torch.Tensor | None = None
+
+    def require_clean(self, method: str) -> torch.Tensor:
+        """The clean logits, or a clear error naming the method that needed them."""
+        if self.clean_logits is None:
+            raise ValueError(f"method {method} needs the clean logits but got none")
+        return self.clean_logits
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,10 @@ class Method:
     description: ClassVar[str] = ""
     prediction_loss: ClassVar[str] = "ce"
     weight_schedule: ClassVar[str] = "uniform"
+    needs_clean_logits: ClassVar[bool] = False  # the loss also sees f(x) (TRADES, MART, RoBal)
+    sampler: ClassVar[str] = "uniform"  # methods.samplers: how an epoch draws its training examples
+    attack_objective: ClassVar[str] = "ce"  # methods.objectives: what the training attack maximises
+    attack_start_std: ClassVar[float | None] = None  # Gaussian start x + σ·N(0,1) instead of uniform in the ball
 
     beta: float = 0.9999
     normalize: str = "max"
@@ -122,6 +140,23 @@ class Method:
         from methods.weights import SCHEDULES
 
         return SCHEDULES.get(self.weight_schedule)(self, epoch, class_counts)
+
+    def attack_loss(self, clean_logits: torch.Tensor | None):
+        """The per-sample loss the training attack maximises (``None`` = cross-entropy), see ``methods.objectives``."""
+        from methods.objectives import OBJECTIVES
+
+        return OBJECTIVES.get(self.attack_objective).build(clean_logits)
+
+    @property
+    def attack_uses_clean(self) -> bool:
+        """Whether the training attack's objective needs the clean logits (computed without gradients)."""
+        from methods.objectives import OBJECTIVES
+
+        return OBJECTIVES.get(self.attack_objective).needs_clean
+
+    def inference_bias(self, class_counts) -> torch.Tensor | None:
+        """A ``[C]`` bias the trained model adds to its logits at inference (``None`` = none)."""
+        return None
 
     def prediction(self, inputs: LossInputs) -> torch.Tensor:
         """The prediction loss on the logits; loss families override this."""

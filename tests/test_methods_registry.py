@@ -1,8 +1,10 @@
-"""The method registry and the eleven methods of methods.md §4.
+"""The method registry and the eleven methods of methods.md §4, plus the registry-generated tests of every method.
 
-Tests are generated over ``methods.names()``; the expected behaviour of each method comes from the table in
-methods.md §4 (written out below), and expected loss values from naive plain-Python implementations of the
-formulas in §3 — never from the code under test.
+Contract tests (frozen, for_run, class-weight schedule, finite loss with gradients, λ switching the projection
+on, a tiny model end to end) are generated over ``methods.names()``, so a newly registered method gets them. The
+expected behaviour of the paper's eleven comes from the table in methods.md §4 (written out below), and expected
+loss values from naive plain-Python implementations of the formulas in §3 — never from the code under test. The
+other methods' losses are checked against their own naive formulas in ``test_methods_beyond.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ TABLE = {
     "srat-ldam": ("ldam", "drw", 2.0),
 }
 PAPER_ORDER = list(TABLE)
+# Every registered method: name -> (weights before / from drw_epoch, λ). Beyond the paper: test_methods_beyond.py.
+SCHEDULE = {
+    **{name: (row[1], row[2]) for name, row in TABLE.items()},
+    "trades": ("uniform", 0.0),
+    "srat-trades": ("drw", 2.0),
+    "mart": ("uniform", 0.0),
+    "balanced-softmax": ("uniform", 0.0),
+    "logit-adjust": ("uniform", 0.0),
+    "logit-adjust-posthoc": ("uniform", 0.0),
+    "robal": ("uniform", 0.0),
+    "resample": ("uniform", 0.0),
+}
 NAMES = methods.names()
 
 EPOCHS, MILESTONES, DRW = 20, [16, 18], 16
@@ -99,7 +113,7 @@ def naive_separation(features, targets, tau=0.07):
 
 
 def expected_weights(name, epoch, drw_epoch=DRW):
-    schedule = TABLE[name][1]
+    schedule = SCHEDULE[name][0]
     if schedule == "uniform" or (schedule == "drw" and epoch < drw_epoch):
         return None
     return naive_cb(COUNTS)
@@ -114,6 +128,7 @@ def batch(seed=0, n=N, d=16):
 
 
 def inputs_for(method, epoch, logits, targets, projection):
+    """The batch's loss inputs; methods that need clean logits get a fixed stand-in (the batch reversed)."""
     return LossInputs(
         logits=logits,
         targets=targets,
@@ -121,6 +136,7 @@ def inputs_for(method, epoch, logits, targets, projection):
         epoch=epoch,
         weight=method.class_weights(epoch, torch.tensor(COUNTS)),
         projection=projection,
+        clean_logits=logits.detach().flip(0) if method.needs_clean_logits else None,
     )
 
 
@@ -133,13 +149,14 @@ def run_method(name, **overrides):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_names_are_the_paper_table_order():
-    assert NAMES == PAPER_ORDER
-    assert methods.names("srat-*") == ["srat-ce", "srat-focal", "srat-ldam"]
+def test_names_are_the_paper_table_order_then_the_rest():
+    assert NAMES[: len(PAPER_ORDER)] == PAPER_ORDER
+    assert set(NAMES) == set(SCHEDULE), "a registered method without a SCHEDULE row here"
+    assert methods.names("srat-*") == ["srat-ce", "srat-focal", "srat-ldam", "srat-trades"]
     assert methods.names("*ldam") == ["ldam", "drcb-ldam", "srat-ldam"]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PAPER_ORDER)
 def test_method_declares_table_row_and_spec_defaults(name):
     loss, _, lam = TABLE[name]
     m = methods.get(name)
@@ -187,7 +204,7 @@ def test_duplicate_registration_refused():
 
     with pytest.raises(ValueError, match=r"method 'ce' is already registered"):
         methods.register("ce")(Impostor)
-    assert methods.names() == PAPER_ORDER
+    assert methods.names() == NAMES
     assert type(methods.get("ce")).__name__ == "CE"
 
 
@@ -307,7 +324,7 @@ def test_for_run_fills_drw_epoch_from_first_milestone(name):
     assert type(m.for_run(epochs=1, milestones=[1])) is type(m)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if TABLE[n][1] != "uniform"])
+@pytest.mark.parametrize("name", [n for n in NAMES if SCHEDULE[n][0] != "uniform"])
 def test_reweighting_methods_need_for_run(name):
     with pytest.raises(ValueError, match=r"for_run"):
         methods.get(name).class_weights(0, COUNTS)
@@ -326,7 +343,7 @@ def test_class_weights_follow_the_table_every_epoch(name):
             assert w.tolist() == pytest.approx(expected, rel=1e-6), f"{name} epoch {epoch}"
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if TABLE[n][1] == "drw"])
+@pytest.mark.parametrize("name", [n for n in NAMES if SCHEDULE[n][0] == "drw"])
 def test_drw_switches_exactly_at_drw_epoch(name):
     for epochs, milestones, switch in [(20, [16, 18], 16), (200, [160, 180], 160)]:
         m = methods.get(name).for_run(epochs=epochs, milestones=milestones)
@@ -338,9 +355,9 @@ def test_drw_switches_exactly_at_drw_epoch(name):
     assert m.class_weights(7, COUNTS) is not None
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if TABLE[n][1] != "uniform"])
+@pytest.mark.parametrize("name", [n for n in NAMES if SCHEDULE[n][0] != "uniform"])
 def test_weight_overrides_reach_the_schedule(name):
-    switch = 0 if TABLE[name][1] == "cb" else DRW
+    switch = 0 if SCHEDULE[name][0] == "cb" else DRW
     fixed = run_method(name, under_weight=50).class_weights(switch, COUNTS)
     assert fixed.tolist() == [1.0] * 5 + [50.0] * 5
     summed = run_method(name, normalize="sum").class_weights(switch, COUNTS)
@@ -370,7 +387,7 @@ def test_loss_finite_and_gradients_reach_inputs(name, epoch):
 
 
 @pytest.mark.parametrize("epoch", [0, DRW - 1, DRW, EPOCHS - 1])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PAPER_ORDER)
 def test_loss_value_matches_naive_formula(name, epoch):
     kind, _, lam = TABLE[name]
     m = run_method(name)
@@ -440,7 +457,7 @@ def test_srat_separation_uses_the_temperature_hyperparameter():
     assert got == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if TABLE[n][2] > 0])
+@pytest.mark.parametrize("name", [n for n in NAMES if SCHEDULE[n][1] > 0])
 def test_srat_without_projection_is_an_error(name):
     m = run_method(name)
     logits, targets, _ = batch()
@@ -448,7 +465,7 @@ def test_srat_without_projection_is_an_error(name):
         m.loss(inputs_for(m, 0, logits, targets, None))
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if TABLE[n][2] == 0])
+@pytest.mark.parametrize("name", [n for n in NAMES if SCHEDULE[n][1] == 0])
 def test_lambda_override_switches_the_projection_on(name):
     m = run_method(name, lam=1)
     assert m.uses_projection

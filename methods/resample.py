@@ -1,0 +1,17 @@
+"""Class-balanced resampling (the SRAT paper's future-work baseline; Estabrooks et al., 2004): each epoch draws
+``n`` examples with replacement, every class equally likely, and trains with plain cross-entropy."""
+
+from dataclasses import dataclass
+
+from methods.base import Method
+from methods.registry import register
+
+
+@register("resample")
+@dataclass(frozen=True)
+class Resample(Method):
+    """Class-balanced resampling (Estabrooks et al., 2004): n draws per epoch with replacement, each class
+    equally likely, plain cross-entropy."""
+
+    description = "class-balanced resampling (with replacement), cross-entropy"
+    sampler = "class-balanced"

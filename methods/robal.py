@@ -1,0 +1,61 @@
+"""RoBal (Wu et al., "Adversarial Robustness under Long-Tailed Distribution", CVPR 2021).
+
+Three parts, with the defaults of the authors' CIFAR-10-LT configuration: a scale-invariant (cosine) classifier;
+a training loss with a margin and a class-aware bias, ``CE(s·(cos − m·1[c = y]) + τ_b·log π, y)`` (s 10, m 0.1,
+τ_b 1.2, τ_m 0), plus a TRADES regulariser ``6·KL(f(x) ‖ f(x′))`` on the cosines; and at inference a boundary
+adjustment ``s·cos − τ_p·log π`` (τ_p 0.1), which on the model's unscaled cosines is a bias ``−τ_p·log π / s``.
+The attack is PGD's cross-entropy on the unscaled cosines, as in the reference code, so the method is
+scale-sensitive (the ``scaled-pgd`` guard re-attacks at ``s``). The reference's CosPlus head (a learned norm
+term) is our plain cosine head.
+"""
+
+from dataclasses import dataclass
+
+from methods.base import LossInputs, Method
+from methods.registry import register
+
+
+@register("robal")
+@dataclass(frozen=True)
+class RoBal(Method):
+    """RoBal (Wu et al., CVPR 2021): cosine classifier, margin + class-aware bias loss, TRADES regulariser,
+    inference boundary adjustment.
+
+    s (float, 10.0): cosine scale in the loss. m (float, 0.1): margin. tau_b (float, 1.2): training bias
+    τ_b·log π. tau_m (float, 0.0): class-aware margin term. kl_weight (float, 6.0): TRADES regulariser weight.
+    tau_p (float, 0.1): inference boundary adjustment.
+    """
+
+    description = "RoBal: cosine classifier, margin + 1.2 log prior loss, 6 x TRADES KL, -0.1 log prior at test"
+    prediction_loss = "robal"
+    needs_clean_logits = True
+    classifier: str = "cosine"
+    s: float = 10.0
+    m: float = 0.1
+    tau_b: float = 1.2
+    tau_m: float = 0.0
+    kl_weight: float = 6.0
+    tau_p: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check(self.s > 0, "s", "> 0")
+        for name in ("m", "tau_b", "tau_m", "kl_weight", "tau_p"):
+            self._check(getattr(self, name) >= 0, name, ">= 0")
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.s)
+
+    def prediction(self, inputs: LossInputs):
+        from methods import losses
+
+        clean = inputs.require_clean(self.name)
+        margin = losses.cosine_margin_loss(inputs.logits, inputs.targets, inputs.class_counts, m=self.m,
+                                           s=self.s, tau_b=self.tau_b, tau_m=self.tau_m)
+        return margin + self.kl_weight * losses.kl_per_sample(inputs.logits, clean).mean()
+
+    def inference_bias(self, class_counts):
+        from methods import losses
+
+        return -self.tau_p * losses.log_prior(class_counts) / self.s

@@ -1,0 +1,48 @@
+"""TRADES (Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy", ICML 2019),
+and its combination with SRAT's feature separation loss.
+
+The loss is ``CE(f(x), y) + β·KL(f(x) ‖ f(x′))``; the attack maximises the KL term from ``x + 0.001·N(0, 1)``
+(the reference code's start), β = 6. β is called ``kl_weight`` here because ``beta`` is the class-balanced β.
+"""
+
+from dataclasses import dataclass
+
+from methods.base import LossInputs, Method
+from methods.registry import register
+
+
+@register("trades")
+@dataclass(frozen=True)
+class TRADES(Method):
+    """TRADES (Zhang et al., ICML 2019): natural CE + kl_weight (6) x KL(clean || adversarial), KL attack.
+
+    kl_weight (float, 6.0): β, weight of the KL robustness term.
+    """
+
+    description = "TRADES: CE(clean) + 6 x KL(clean || adv), KL attack, uniform weights"
+    prediction_loss = "trades"
+    needs_clean_logits = True
+    attack_objective = "kl"
+    attack_start_std = 0.001
+    kl_weight: float = 6.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check(self.kl_weight >= 0, "kl_weight", ">= 0")
+
+    def prediction(self, inputs: LossInputs):
+        from methods import losses
+
+        clean = inputs.require_clean(self.name)
+        return losses.trades_loss(inputs.logits, clean, inputs.targets, beta=self.kl_weight, weight=inputs.weight)
+
+
+@register("srat-trades")
+@dataclass(frozen=True)
+class SRATTRADES(TRADES):
+    """SRAT's recipe on TRADES: DRW class-balanced weights on the natural CE + λ·L_sep (λ 2, τ 0.07) on the
+    adversarial examples' projected features."""
+
+    description = "TRADES with DRW class-balanced CE + 2 x feature separation loss"
+    weight_schedule = "drw"
+    lam: float = 2.0
