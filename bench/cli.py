@@ -89,9 +89,13 @@ def _parse_seeds(text: str | None) -> list[int] | None:
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes sharing the cells (one per GPU when there are GPUs; else CPU cores split).")
+@click.option("--executor", metavar="local|slurm|ray|submitit-local",
+              help="Where cells run (default: bench.toml's executor, else local); slurm/ray read [slurm]/[ray].")
+@click.option("--ray-address", metavar="HOST:PORT|auto", help="Ray cluster for --executor ray (default: start one here).")
 @db_option
 @config_option
-def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, workers, db, config) -> None:
+def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, workers, executor, ray_address, db,
+        config) -> None:
     """Run every cell of SUITE.toml not yet done, storing class-wise results."""
     from bench.data import DATASETS
     from bench.store import Store
@@ -109,61 +113,33 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
     if dry_run:
         _print_dry_run(suite.name, cells, store.statuses([c.cell_hash for c in cells]) if store.exists() else {})
         return
+    from bench.executors import EXECUTORS, RunContext, executor_options
+
+    executor = executor or settings.executor
+    kind = EXECUTORS.get(executor, "--executor")
+    if executor != "local" and workers > 1:
+        raise BenchError(f"--workers applies to --executor local; {executor} runs one cell per job "
+                         "(cap concurrency in its [slurm] / [ray] table)")
+    if ray_address and executor != "ray":
+        raise BenchError(f"--ray-address applies to --executor ray, not {executor}")
+    options = executor_options(kind, settings, Path(suite_file))
     store.check_writable()
     for name in sorted({c["dataset"] for c in cells}):
         DATASETS.get(name)().check_available(settings.data_root, download or settings.download)
-
-    import torch
-
-    from bench.progress import Progress
-    from bench.provenance import resolve_device
-    from bench.runner import run_cells
-
-    threads = int(os.environ.get("BENCH_THREADS", 0)) or settings.threads
-    if threads:
-        torch.set_num_threads(threads)
-    target = resolve_device(device or settings.device)
-    if workers > 1:
-        args = [suite_file, *(f"--only={o}" for o in only), *(f"--set={x}" for x in sets), f"--db={store.url}",
-                f"--device={device or settings.device}"]
-        args += ["--quiet"] if quiet else []
-        args += [f"--seeds={seeds}"] if seeds else []
-        args += [f"--config={config}"] if config else []
-        args += ["--download"] if download else []
-        _run_workers(suite.name, cells, store, workers, target, args)
-        return
-    progress = Progress(enabled=not quiet)
-    progress.console.print(f"suite {suite.name}: {len(cells)} cell(s) on {target}, results in {store.url}")
-    try:
-        summary = run_cells(cells, store, settings, target, debug=debug, download=download, progress=progress)
-    except KeyboardInterrupt:
-        click.echo("interrupted; run the same command again to resume", err=True)
-        sys.exit(130)
-    click.echo(f"suite {suite.name}: {summary.line()}")
-    if summary.counts.get("failed"):
-        click.echo("some cells failed; `bench show HASH` prints the stored traceback", err=True)
-        sys.exit(1)
-
-
-def _run_workers(suite: str, cells, store, workers: int, target, args: list[str]) -> None:
-    """``--workers N``: N ``bench run ARGS`` processes claim the cells from one database; a summary at the end."""
-    import torch
-
-    from bench.executors import run_workers, worker_environments
-
-    n_gpus = torch.cuda.device_count() if target.type == "cuda" else 0
-    envs = worker_environments(workers, target.type, n_gpus, os.cpu_count() or 1)
-    click.echo(f"suite {suite}: {len(cells)} cell(s), {workers} workers on {target}, results in {store.url}")
-    store.create()  # once, here: the workers then only claim and write rows
-    codes = run_workers(args, envs)
-    statuses = store.statuses([c.cell_hash for c in cells])
-    counts: dict[str, int] = {}
-    for cell in cells:
-        status = statuses.get(cell.cell_hash, "not run")
-        counts[status] = counts.get(status, 0) + 1
-    click.echo(f"suite {suite}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if any(codes) or counts.get("failed"):
-        sys.exit(1)
+    args = ["--executor=local", suite_file, *(f"--only={o}" for o in only), *(f"--set={x}" for x in sets), f"--db={store.url}",
+            f"--device={device or settings.device}"]
+    args += ["--quiet"] if quiet else []
+    args += [f"--seeds={seeds}"] if seeds else []
+    args += [f"--config={config}"] if config else []
+    args += ["--download"] if download else []
+    ctx = RunContext(suite_name=suite.name, suite_path=Path(suite_file), cells=cells, store=store, settings=settings,
+                     device=device or settings.device, download=download, debug=debug, quiet=quiet, workers=workers,
+                     ray_address=ray_address, cli_args=args, options=options)
+    runner = kind(ctx)
+    runner.check()  # sbatch missing, a Ray address that does not answer: one line before any cell starts
+    code = runner.run()
+    if code:
+        sys.exit(code)
 
 
 def _suite_kind(path: str) -> str:
@@ -228,10 +204,11 @@ def list_(what: str) -> None:
     if what == "methods":
         import methods
 
-        table = Table("method", "prediction loss", "weights", "λ", "description")
+        table = Table("method", "prediction loss", "weights", "λ", "needs", "description")
         for name in methods.names():
             m = methods.get(name)
-            table.add_row(name, m.prediction_loss, m.weight_schedule, f"{m.lam:g}", m.description)
+            table.add_row(name, m.prediction_loss, m.weight_schedule, f"{m.lam:g}", ", ".join(m.needs()) or "—",
+                          m.description)
     elif what == "datasets":
         from bench.data import DATASETS
 
@@ -304,14 +281,43 @@ def show(cell_hash: str, db, config) -> None:
 @db_option
 @config_option
 def status(suite, db, config) -> None:
-    """How many cells are running, done, failed or diverged, per suite."""
-    from bench.store import load_runs
+    """How many cells are queued, running, done, failed or diverged, per suite."""
+    from bench.collect import result_files
+    from bench.store import STATUSES, load_runs
 
-    runs = load_runs(db or _settings(config).db, suite)
+    settings = _settings(config)
+    runs = load_runs(db or settings.db, suite)
     if runs.empty:
         raise BenchError("no runs" + (f" for suite {suite!r}" if suite else "") + " in the database")
     counts = runs.groupby(["suite", "status"]).size().unstack(fill_value=0)
+    counts = counts[[s for s in STATUSES if s in counts.columns]]
     click.echo(counts.to_string())
+    waiting = set(runs.loc[runs["status"] != "done", "cell_hash"]) & set(result_files(settings.run_dir))
+    if waiting:  # workers finished while no driver was there to ingest
+        click.echo(f"{len(waiting)} finished result file(s) in {settings.run_dir} not yet in the database: "
+                   f"`bench collect` ingests them")
+
+
+@cli.command()
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder (default: bench.toml's run_dir).")
+@db_option
+@config_option
+def collect(run_dir, db, config) -> None:
+    """Ingest the result files workers left in the run folder (e.g. after the driver was killed); idempotent."""
+    from bench.collect import collect as collect_results
+    from bench.store import Store
+
+    settings = _settings(config)
+    folder = Path(run_dir) if run_dir else settings.run_dir
+    if not folder.is_dir():
+        raise BenchError(f"run folder {folder} does not exist; pass --run-dir or set run_dir in bench.toml")
+    store = Store(db or settings.db)
+    store.check_writable()
+    store.create()
+    summary = collect_results(store, folder)
+    for line in summary.unreadable:
+        click.echo(f"skipped {line}", err=True)
+    click.echo(f"{folder}: {summary.line()}; results in {store.shown}")
 
 
 def main() -> None:

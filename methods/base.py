@@ -158,6 +158,25 @@ class Method:
         """A ``[C]`` bias the trained model adds to its logits at inference (``None`` = none)."""
         return None
 
+    def needs(self) -> list[str]:
+        """What the method asks of the runner beyond plain PGD training, in words (``bench list methods``)."""
+        out = []
+        if self.classifier != "linear":
+            out.append(f"{self.classifier} classifier")
+        if self.uses_projection:
+            out.append("projection head")
+        if self.needs_clean_logits:
+            out.append("clean logits")
+        if self.attack_objective != "ce":
+            out.append(f"{self.attack_objective} attack")
+        if self.attack_start_std is not None:
+            out.append(f"gaussian start {self.attack_start_std:g}")
+        if self.sampler != "uniform":
+            out.append(f"{self.sampler} sampler")
+        if type(self).inference_bias is not Method.inference_bias:
+            out.append("inference bias")
+        return out
+
     def prediction(self, inputs: LossInputs) -> torch.Tensor:
         """The prediction loss on the logits; loss families override this."""
         from methods import losses

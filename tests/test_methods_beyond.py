@@ -332,3 +332,15 @@ def test_each_new_method_trains_end_to_end(digits, tmp_path, name):
     method = methods.get(name).for_run(epochs=1, milestones=[])
     outcome = train(_config(), method, digits, tmp_path)
     assert math.isfinite(outcome.curves[0]["loss"]) and outcome.curves[0]["loss"] > 0
+
+
+def test_needs_lists_what_each_method_asks_of_the_runner():
+    needs = {n: methods.get(n).needs() for n in ("ce", "srat-ce", "trades", "robal", "resample", "logit-adjust-posthoc")}
+    assert needs == {
+        "ce": [],
+        "srat-ce": ["projection head"],
+        "trades": ["clean logits", "kl attack", "gaussian start 0.001"],
+        "robal": ["cosine classifier", "clean logits", "inference bias"],
+        "resample": ["class-balanced sampler"],
+        "logit-adjust-posthoc": ["inference bias"],
+    }
