@@ -7,6 +7,11 @@ A cell's outcome is ``done`` (metrics written), ``diverged`` (NaN loss), ``faile
 stored) or ``interrupted`` (Ctrl-C). The grid goes on after a failure unless ``debug`` re-raises. A killed
 process leaves its cell ``running`` with a checkpoint; the next run sees the process is gone, claims the cell
 and resumes from the last finished epoch.
+
+Every outcome but ``interrupted`` is first written to the cell's result file (:mod:`bench.resultfile`) and then
+ingested into the database, so a process killed between the two loses nothing: the next run (or ``bench
+collect``) ingests the file instead of running the cell again. Remote workers (:mod:`bench.executors`) use the
+same :func:`deliver` and skip the database unless it is a server.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 import methods
+from bench import resultfile
+from bench.collect import collect
 from bench.data import prepare
 from bench.errors import BenchError
 from bench.evaluate import attack_specs, evaluate, feature_dump
@@ -92,6 +100,22 @@ def run_cell(
     )
 
 
+def failure_result(exc: BaseException) -> CellResult:
+    """The outcome of a cell whose training raised: ``diverged`` on NaN, ``failed`` (with its traceback) else."""
+    if isinstance(exc, Diverged):
+        return CellResult(status="diverged", error=str(exc))
+    if isinstance(exc, BenchError):  # e.g. a dataset that cannot be loaded: a user problem, not a crash
+        return CellResult(status="failed", error=str(exc))
+    return CellResult(status="failed", error="".join(traceback.format_exception(exc)))
+
+
+def deliver(cell: Cell, result: CellResult, run_dir: Path, store: Store | None, worker: str | None = None) -> None:
+    """Hand a cell's outcome on: its result file first (durable, atomic), then the database when given one."""
+    resultfile.write_result(run_dir, cell.record(), result)
+    if store is not None:
+        store.ingest(cell.record(), result, worker)
+
+
 def run_cells(
     cells: list[Cell],
     store: Store,
@@ -105,6 +129,7 @@ def run_cells(
     """Run every cell not yet done, in order; returns how many ended in each status."""
     store.create()
     summary = RunSummary()
+    collect(store, settings.run_dir, [c.cell_hash for c in cells])  # results a killed run left in files
     statuses = store.statuses([c.cell_hash for c in cells])
     todo = [c for c in cells if statuses.get(c.cell_hash) != "done"]
     summary.counts["skipped"] = len(cells) - len(todo)
@@ -115,6 +140,7 @@ def run_cells(
                 summary.add("busy")
                 progress.cell_skipped(cell, "done or running in another process")
                 continue
+            resultfile.discard(settings.run_dir, cell.cell_hash)
             progress.cell_started(cell)
 
             def on_epoch(done: int, total: int, row: dict, cell: Cell = cell) -> None:
@@ -128,19 +154,12 @@ def run_cells(
                 summary.add("interrupted")
                 progress.cell_finished(cell, "interrupted")
                 raise
-            except Diverged as exc:
-                result = CellResult(status="diverged", error=str(exc))
-            except BenchError as exc:  # e.g. a dataset that cannot be loaded: a user problem, not a crash
-                result = CellResult(status="failed", error=str(exc))
-                if debug:
-                    store.finish(cell.cell_hash, result)
-                    raise
             except Exception as exc:  # noqa: BLE001 - a failed cell is data; the grid goes on
-                result = CellResult(status="failed", error="".join(traceback.format_exception(exc)))
-                if debug:
-                    store.finish(cell.cell_hash, result)
+                result = failure_result(exc)
+                if debug and not isinstance(exc, Diverged):
+                    deliver(cell, result, settings.run_dir, store)
                     raise
-            store.finish(cell.cell_hash, result)
+            deliver(cell, result, settings.run_dir, store)
             summary.add(result.status)
             progress.cell_finished(cell, result.status, result)
     return summary

@@ -2,6 +2,10 @@
 
 Looked up in the current directory (or ``--config PATH`` / ``BENCH_CONFIG``); every value has a built-in default so
 bench runs without the file. Relative paths are relative to the file's folder.
+
+``[slurm]`` and ``[ray]`` configure the executors of those names (partition, time, GPUs, …); they are kept as
+tables here and validated by the executor that reads them (:mod:`bench.executors`), where a suite's own
+``[slurm]`` / ``[ray]`` table overrides them key by key.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from bench.errors import BenchError, did_you_mean
 from bench.values import read_toml
 
 DEFAULT_FILE = "bench.toml"
-KNOWN_BENCH_KEYS = ("db", "data_root", "run_dir", "out_dir", "device", "download", "threads")
+KNOWN_BENCH_KEYS = ("db", "data_root", "run_dir", "out_dir", "device", "download", "threads", "executor")
+EXECUTOR_TABLES = ("slurm", "ray")  # one table per configurable executor (bench.executors)
+TABLES = ("bench", "defaults", *EXECUTOR_TABLES)
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,9 @@ class Settings:
     device: str = "auto"
     download: bool = False
     threads: int = 0  # 0 = torch's default
+    executor: str = "local"  # bench run's default --executor
     defaults: dict = field(default_factory=dict)
+    executor_tables: dict[str, dict] = field(default_factory=dict)  # "slurm" / "ray" -> its table
     source: Path | None = None
 
 
@@ -41,10 +49,13 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
             raise BenchError(f"config file {file} does not exist")
         return Settings()
     data = read_toml(file, "config file")
-    unknown_tables = set(data) - {"bench", "defaults", "slurm", "ray"}
+    unknown_tables = set(data) - set(TABLES)
     if unknown_tables:
         key = sorted(unknown_tables)[0]
-        raise BenchError(f"{file}: unknown table [{key}]{did_you_mean(key, ['bench', 'defaults'])}; valid: bench, defaults")
+        raise BenchError(f"{file}: unknown table [{key}]{did_you_mean(key, TABLES)}; valid: {', '.join(TABLES)}")
+    for name in EXECUTOR_TABLES:
+        if not isinstance(data.get(name, {}), dict):
+            raise BenchError(f"{file}: {name} must be a table ([{name}]), got {data[name]!r}")
     table = data.get("bench", {})
     for key in table:
         if key not in KNOWN_BENCH_KEYS:
@@ -70,6 +81,8 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         device=str(table.get("device", "auto")),
         download=bool(table.get("download", False)),
         threads=int(table.get("threads", 0)),
+        executor=str(table.get("executor", "local")),
         defaults=dict(data.get("defaults", {})),
+        executor_tables={name: dict(data.get(name, {})) for name in EXECUTOR_TABLES},
         source=file,
     )

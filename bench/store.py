@@ -19,6 +19,13 @@ Tables (tidy, one fact per row):
 
 A finished cell's rows are written in one transaction, so a crash never leaves half a result. Cells are
 claimed with a conditional UPDATE, so two ``bench run`` processes on one database never run the same cell.
+
+Dialects: SQLite writers take the write lock when their transaction starts (``BEGIN IMMEDIATE``), so a
+read-then-write never fails half-way on a lock upgrade; on PostgreSQL the same read locks its row
+(``SELECT … FOR UPDATE``, which SQLite does not render) and a unique-key race on a new row is retried. Cells run
+elsewhere (Slurm, Ray) are ``queued`` until their worker reports; :meth:`Store.ingest` writes a finished cell from
+its result file (:mod:`bench.resultfile`) and is idempotent: the cell hash is the key, and a ``done`` run is never
+written again.
 """
 
 from __future__ import annotations
@@ -54,13 +61,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench.errors import BenchError
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "done", "failed", "diverged", "interrupted")
+STATUSES = ("queued", "running", "done", "failed", "diverged", "interrupted")
+ACTIVE = ("queued", "running")  # a cell handed to a worker that has not reported an outcome yet
 STALE_AFTER = timedelta(minutes=10)  # a claim from another host with no heartbeat for this long is abandoned
 
 
@@ -279,12 +287,19 @@ class Store:
             parsed = make_url(url)
         except ArgumentError:
             raise BenchError(f"database URL {url!r} is not a SQLAlchemy URL (e.g. sqlite:///results/bench.db)") from None
+        if parsed.drivername == "postgresql":  # SQLAlchemy's default driver is psycopg2; bench ships psycopg 3
+            parsed = parsed.set(drivername="postgresql+psycopg")
+            url = parsed.render_as_string(hide_password=False)
+        self.shown = parsed.render_as_string(hide_password=True)  # for messages: never print a password
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.shared = not self.is_sqlite  # a server that remote workers may write to directly (PostgreSQL)
         database = parsed.database or ""
         if database.startswith("file:"):  # SQLite URI filename, e.g. sqlite:///file:x.db?mode=ro&uri=true
             database = database[len("file:"):].split("?")[0]
         self.path = Path(database) if self.is_sqlite and database not in ("", ":memory:") else None
-        kwargs = {"connect_args": {"timeout": 60}} if self.is_sqlite else {"pool_pre_ping": True}
+        kwargs: dict = {"connect_args": {"timeout": 60}} if self.is_sqlite else {"pool_pre_ping": True}
+        if parsed.get_backend_name() == "postgresql":  # an unreachable host answers within seconds, not minutes
+            kwargs["connect_args"] = {"connect_timeout": 10}
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except (ArgumentError, ImportError, SQLAlchemyError) as exc:
@@ -305,7 +320,7 @@ class Store:
         try:
             return inspect(self.engine).has_table("runs")
         except SQLAlchemyError as exc:
-            raise BenchError(f"database {self.url} cannot be read: {_first_line(exc)}") from None
+            raise BenchError(f"database {self.shown} cannot be read: {_first_line(exc)}") from None
 
     def check_writable(self) -> None:
         """Fail with one line, before anything runs, when the database cannot be created or written.
@@ -324,7 +339,7 @@ class Store:
         try:
             has_schema = inspect(self.engine).has_table("runs")
         except SQLAlchemyError as exc:
-            raise BenchError(f"database {self.url} is unreachable or unreadable: {_first_line(exc)}") from None
+            raise BenchError(f"database {self.shown} is unreachable or unreadable: {_first_line(exc)}") from None
         self.check_schema(allow_missing=True)
         if has_schema:  # a write that is rolled back: proves the file and connection accept writes
             try:
@@ -332,14 +347,14 @@ class Store:
                     session.execute(update(Meta).where(Meta.key == "schema_version").values(value=Meta.value))
                     session.rollback()
             except SQLAlchemyError as exc:
-                raise BenchError(f"database {self.url} cannot be written: {_first_line(exc)}") from None
+                raise BenchError(f"database {self.shown} cannot be written: {_first_line(exc)}") from None
 
     def check_schema(self, allow_missing: bool = False) -> None:
         """Refuse a database written by another schema version (one line naming both versions)."""
         if not self.exists():
             if allow_missing:
                 return
-            raise BenchError(f"database {self.url} holds no results yet; run `bench run SUITE.toml` first")
+            raise BenchError(f"database {self.shown} holds no results yet; run `bench run SUITE.toml` first")
         with self.session(write=False) as session:
             try:
                 row = session.get(Meta, "schema_version")
@@ -348,7 +363,7 @@ class Store:
         found = int(row.value) if row is not None else 0
         if found != SCHEMA_VERSION:
             raise BenchError(
-                f"database {self.url} has schema version {found}, this bench reads version {SCHEMA_VERSION}; "
+                f"database {self.shown} has schema version {found}, this bench reads version {SCHEMA_VERSION}; "
                 "use a new database file or the bench version that wrote it"
             )
 
@@ -363,11 +378,14 @@ class Store:
                     if session.get(Meta, "schema_version") is None:
                         session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
                 break
-            except OperationalError as exc:
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
                 # Two processes creating one new SQLite file can meet SQLite's immediate "locked" answer
-                # (journal-mode switch); try again shortly. Anything else is a database that cannot be written.
-                if "locked" not in str(exc) or attempt == 4:
-                    raise BenchError(f"database {self.url} cannot be written: {_first_line(exc)}") from None
+                # (journal-mode switch); two creating one PostgreSQL schema race on the catalogue ("already
+                # exists", a duplicate key). Try again shortly: the second pass finds the tables. Anything else
+                # is a database that cannot be written.
+                racing = "locked" in str(exc) or isinstance(exc, (IntegrityError, ProgrammingError))
+                if not racing or attempt == 4:
+                    raise BenchError(f"database {self.shown} cannot be written: {_first_line(exc)}") from None
                 time.sleep(0.2 * (attempt + 1))
         self.check_schema()
 
@@ -395,25 +413,9 @@ class Store:
         now = utcnow()
         me = worker_id()
         with self.session() as session, session.begin():
-            run = session.execute(select(Run).where(Run.cell_hash == cell.cell_hash)).scalar_one_or_none()
+            run = session.execute(_locked_run(cell.cell_hash)).scalar_one_or_none()
             if run is None:
-                session.add(
-                    Run(
-                        cell_hash=cell.cell_hash,
-                        suite=cell.suite,
-                        method=cell.method,
-                        dataset=cell.dataset,
-                        imbalance=cell.imbalance,
-                        seed=cell.seed,
-                        model=cell.model,
-                        adversarial=cell.adversarial,
-                        config_json=json.dumps(cell.config, sort_keys=True),
-                        status="running",
-                        worker=me,
-                        heartbeat_at=now,
-                        started_at=now,
-                    )
-                )
+                session.add(_new_run(cell, status="running", worker=me, now=now))
                 try:
                     session.flush()
                 except SQLAlchemyError:  # another process inserted it first
@@ -441,45 +443,103 @@ class Store:
             )
 
     def finish(self, cell_hash: str, result: CellResult) -> None:
-        """Write a cell's outcome and all its rows in one transaction."""
+        """Write the outcome of a cell this process claimed, and all its rows, in one transaction."""
         with self.session() as session, session.begin():
-            run = session.execute(select(Run).where(Run.cell_hash == cell_hash)).scalar_one()
-            for table in (ClassMetric, EpochMetric, SampleFlags, FeatureDump, TestLabels, AttackSpecRow, GuardRow):
-                session.execute(delete(table).where(table.run_id == run.id))
-            run.status = result.status
-            run.error = result.error
-            run.finished_at = utcnow()
-            run.heartbeat_at = run.finished_at
-            run.epochs_done = result.epochs_done
-            run.wall_seconds = result.wall_seconds
-            run.train_seconds = result.train_seconds
-            run.images_per_second = result.images_per_second
-            run.peak_memory_mb = result.peak_memory_mb
-            prov = result.provenance or {}
-            run.device = prov.get("device")
-            run.host = prov.get("host")
-            run.git_commit = prov.get("git_commit")
-            run.versions_json = json.dumps(prov.get("versions", {}), sort_keys=True) if prov else None
-            run.subset_hash = prov.get("subset_hash")
-            if result.class_names:
-                run.class_names_json = json.dumps(list(result.class_names))
-            for row in result.curves:
-                session.add(EpochMetric(run_id=run.id, **row))
-            if result.status == "done" and result.correct is not None and result.test_labels is not None:
-                session.add_all(_class_rows(run.id, result))
-                for attack, flags in result.correct.items():
-                    flags = np.asarray(flags, dtype=bool)
-                    session.add(SampleFlags(run_id=run.id, attack=attack, n=int(flags.size),
-                                            bits=np.packbits(flags).tobytes()))
-                session.add(_test_labels_row(run.id, result.test_labels))
-                session.add_all(_spec_rows(run.id, result.attack_specs or {}))
-                session.add_all(_guard_rows(run.id, result.guards))
-                for (split, kind), (labels, vectors) in (result.features or {}).items():
-                    vectors = np.asarray(vectors, dtype=np.float16)
-                    session.add(FeatureDump(run_id=run.id, split=split, kind=kind, n=int(vectors.shape[0]),
-                                            dim=int(vectors.shape[1]), labels=np.asarray(labels, np.int16).tobytes(),
-                                            vectors=vectors.tobytes()))
+            run = session.execute(_locked_run(cell_hash)).scalar_one()
+            _write_outcome(session, run, result)
 
+    def ingest(self, cell: CellRecord, result: CellResult, worker: str | None = None) -> bool:
+        """Write a cell's outcome that a worker delivered (result file, Ray, a remote process); True if written.
+
+        Idempotent, keyed by the cell hash: a ``done`` run is never written again, so ingesting the same result
+        twice — the driver and ``bench collect`` at once, or a requeued job that finished twice — leaves one run
+        with one set of rows. A cell the database has not seen yet (a worker started by hand) gets its row here.
+        """
+        for attempt in range(3):
+            try:
+                with self.session() as session, session.begin():
+                    run = session.execute(_locked_run(cell.cell_hash)).scalar_one_or_none()
+                    if run is None:
+                        run = _new_run(cell, status=result.status, worker=worker, now=utcnow())
+                        session.add(run)
+                        session.flush()  # a concurrent insert of the same cell fails here, on the unique hash
+                    elif run.status == "done":
+                        return False
+                    if worker is not None:
+                        run.worker = worker
+                    _write_outcome(session, run, result)
+                    return True
+            except IntegrityError:  # another writer inserted this cell first: its row is there now
+                if attempt == 2:
+                    raise
+        return False
+
+    def enqueue(self, cells: Sequence[CellRecord], workers: Sequence[str]) -> list[str]:
+        """Mark cells handed to remote workers as ``queued`` (worker = the job's tag); returns the hashes marked.
+
+        A cell already ``done`` (a fast worker that wrote its result directly) is left alone.
+        """
+        marked = []
+        now = utcnow()
+        with self.session() as session, session.begin():
+            for cell, tag in zip(cells, workers):
+                run = session.execute(_locked_run(cell.cell_hash)).scalar_one_or_none()
+                if run is None:
+                    session.add(_new_run(cell, status="queued", worker=tag, now=now))
+                elif run.status == "done":
+                    continue
+                else:
+                    run.status, run.worker, run.heartbeat_at, run.error = "queued", tag, now, None
+                    run.started_at, run.finished_at = now, None
+                marked.append(cell.cell_hash)
+        return marked
+
+    def mark_running(self, cell_hash: str, worker: str, epochs_done: int) -> bool:
+        """A queued cell's worker reported: ``running`` at ``epochs_done`` (only while nothing else was written)."""
+        with self.session() as session, session.begin():
+            result = session.execute(
+                update(Run)
+                .where(Run.cell_hash == cell_hash, Run.status.in_(ACTIVE), Run.worker == worker)
+                .values(status="running", heartbeat_at=utcnow(), epochs_done=epochs_done)
+            )
+            return result.rowcount == 1
+
+    def touch(self, workers: dict[str, str]) -> None:
+        """Refresh the heartbeat of cells still queued or running under the given worker tags (``hash: tag``).
+
+        The driver calls this while it waits, so a ``bench run`` elsewhere does not take over a cell that sits in
+        a Slurm queue for hours (a claim with no heartbeat for :data:`STALE_AFTER` is abandoned).
+        """
+        now = utcnow()
+        with self.session() as session, session.begin():
+            for cell_hash, tag in workers.items():
+                session.execute(update(Run).where(Run.cell_hash == cell_hash, Run.status.in_(ACTIVE),
+                                                  Run.worker == tag).values(heartbeat_at=now))
+
+    def mark_ended(self, cell_hash: str, worker: str, status: str, error: str) -> bool:
+        """A worker ended without delivering a result: ``failed`` (killed, out of memory) or ``interrupted``
+        (the driver stopped it). Only while the cell is still this worker's and has no outcome."""
+        with self.session() as session, session.begin():
+            result = session.execute(
+                update(Run)
+                .where(Run.cell_hash == cell_hash, Run.status.in_(ACTIVE), Run.worker == worker)
+                .values(status=status, error=error, finished_at=utcnow())
+            )
+            return result.rowcount == 1
+
+    def claims(self, cell_hashes: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """``{hash: (status, worker)}`` of each known cell among ``cell_hashes``."""
+        if not self.exists():
+            return {}
+        out: dict[str, tuple[str, str | None]] = {}
+        hashes = list(cell_hashes)
+        with self.session(write=False) as session:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start : start + 500]
+                query = select(Run.cell_hash, Run.status, Run.worker).where(Run.cell_hash.in_(chunk))
+                for h, status, worker in session.execute(query):
+                    out[h] = (status, worker)
+        return out
 
     # -- re-evaluation (bench evaluate) ---------------------------------------------------------------------
     def done_runs(self, suite: str | None = None) -> list[Run]:
@@ -546,6 +606,60 @@ class Store:
                 session.execute(delete(GuardRow).where(GuardRow.run_id == run_id, GuardRow.name.in_(names)))
             session.add_all(_guard_rows(run_id, guards))
             return list(new)
+
+
+def _locked_run(cell_hash: str):
+    """The run of a cell, locked for this transaction on PostgreSQL (SQLite: BEGIN IMMEDIATE locked it all)."""
+    return select(Run).where(Run.cell_hash == cell_hash).with_for_update()
+
+
+def _new_run(cell: CellRecord, *, status: str, worker: str | None, now: datetime) -> Run:
+    return Run(
+        cell_hash=cell.cell_hash, suite=cell.suite, method=cell.method, dataset=cell.dataset,
+        imbalance=cell.imbalance, seed=cell.seed, model=cell.model, adversarial=cell.adversarial,
+        config_json=json.dumps(cell.config, sort_keys=True), status=status, worker=worker, heartbeat_at=now,
+        started_at=now,
+    )
+
+
+def _write_outcome(session: Session, run: Run, result: CellResult) -> None:
+    """Replace a run's outcome and child rows (the caller holds the transaction and the row)."""
+    session.flush()
+    for table in (ClassMetric, EpochMetric, SampleFlags, FeatureDump, TestLabels, AttackSpecRow, GuardRow):
+        session.execute(delete(table).where(table.run_id == run.id))
+    run.status = result.status
+    run.error = result.error
+    run.finished_at = utcnow()
+    run.heartbeat_at = run.finished_at
+    run.epochs_done = result.epochs_done
+    run.wall_seconds = result.wall_seconds
+    run.train_seconds = result.train_seconds
+    run.images_per_second = result.images_per_second
+    run.peak_memory_mb = result.peak_memory_mb
+    prov = result.provenance or {}
+    run.device = prov.get("device")
+    run.host = prov.get("host")
+    run.git_commit = prov.get("git_commit")
+    run.versions_json = json.dumps(prov.get("versions", {}), sort_keys=True) if prov else None
+    run.subset_hash = prov.get("subset_hash")
+    if result.class_names:
+        run.class_names_json = json.dumps(list(result.class_names))
+    for row in result.curves:
+        session.add(EpochMetric(run_id=run.id, **row))
+    if result.status == "done" and result.correct is not None and result.test_labels is not None:
+        session.add_all(_class_rows(run.id, result))
+        for attack, flags in result.correct.items():
+            flags = np.asarray(flags, dtype=bool)
+            session.add(SampleFlags(run_id=run.id, attack=attack, n=int(flags.size),
+                                    bits=np.packbits(flags).tobytes()))
+        session.add(_test_labels_row(run.id, result.test_labels))
+        session.add_all(_spec_rows(run.id, result.attack_specs or {}))
+        session.add_all(_guard_rows(run.id, result.guards))
+        for (split, kind), (labels, vectors) in (result.features or {}).items():
+            vectors = np.asarray(vectors, dtype=np.float16)
+            session.add(FeatureDump(run_id=run.id, split=split, kind=kind, n=int(vectors.shape[0]),
+                                    dim=int(vectors.shape[1]), labels=np.asarray(labels, np.int16).tobytes(),
+                                    vectors=vectors.tobytes()))
 
 
 def _class_rows(run_id: int, result: CellResult) -> list[ClassMetric]:

@@ -35,7 +35,8 @@ from bench.settings import Settings
 from bench.store import CellRecord
 from bench.values import parse_number, read_toml
 
-SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid")
+# ``slurm`` and ``ray``: the suite's executor tables over bench.toml's (bench.executors); never part of a cell.
+SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid", "slurm", "ray")
 AUGMENTATIONS = ("none", "crop-flip", "crop", "flip")
 BN_MODES = ("train", "eval")
 

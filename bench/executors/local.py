@@ -1,4 +1,4 @@
-"""Local executor: ``bench run --workers N`` runs N worker processes on one machine, one results database.
+"""``--executor local`` (the default): this machine; ``--workers N`` runs N worker processes, one results database.
 
 Each worker is an ordinary ``bench run`` of the same suite and selection: workers claim cells from the database
 one at a time (a conditional write, see :meth:`bench.store.Store.claim`), so no cell runs twice and a worker
@@ -14,8 +14,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from typing import ClassVar
 
 import click
+
+from bench.executors.base import EXECUTORS, Executor
 
 
 def worker_environments(workers: int, device_type: str, n_gpus: int, cpus: int) -> list[dict[str, str]]:
@@ -58,3 +61,57 @@ def run_workers(args: Sequence[str], envs: list[dict[str, str]]) -> list[int]:
     for t in threads:
         t.join(timeout=5)
     return codes
+
+
+@EXECUTORS.register("local")
+class LocalExecutor(Executor):
+    """This machine: one process (``--workers 1``) or N worker processes sharing the cells through the database."""
+
+    description: ClassVar[str] = "this machine; --workers N processes (one per GPU, or the CPU cores split)"
+
+    def run(self) -> int:
+        import torch
+
+        from bench.progress import Progress
+        from bench.provenance import resolve_device
+        from bench.runner import run_cells
+
+        ctx = self.ctx
+        target = resolve_device(ctx.device)
+        if ctx.workers > 1:
+            return self._run_workers(target)
+        threads = int(os.environ.get("BENCH_THREADS", 0)) or ctx.settings.threads
+        if threads:
+            torch.set_num_threads(threads)
+        progress = Progress(enabled=not ctx.quiet)
+        progress.console.print(f"suite {ctx.suite_name}: {len(ctx.cells)} cell(s) on {target}, results in {ctx.store.shown}")
+        try:
+            summary = run_cells(ctx.cells, ctx.store, ctx.settings, target, debug=ctx.debug, download=ctx.download,
+                                progress=progress)
+        except KeyboardInterrupt:
+            click.echo("interrupted; run the same command again to resume", err=True)
+            return 130
+        click.echo(f"suite {ctx.suite_name}: {summary.line()}")
+        if summary.counts.get("failed"):
+            click.echo("some cells failed; `bench show HASH` prints the stored traceback", err=True)
+            return 1
+        return 0
+
+    def _run_workers(self, target) -> int:
+        """N ``bench run`` processes claim the cells from one database; a summary at the end."""
+        import torch
+
+        ctx = self.ctx
+        n_gpus = torch.cuda.device_count() if target.type == "cuda" else 0
+        envs = worker_environments(ctx.workers, target.type, n_gpus, os.cpu_count() or 1)
+        click.echo(f"suite {ctx.suite_name}: {len(ctx.cells)} cell(s), {ctx.workers} workers on {target}, "
+                   f"results in {ctx.store.shown}")
+        ctx.store.create()  # once, here: the workers then only claim and write rows
+        codes = run_workers(ctx.cli_args, envs)
+        statuses = ctx.store.statuses([c.cell_hash for c in ctx.cells])
+        counts: dict[str, int] = {}
+        for cell in ctx.cells:
+            status = statuses.get(cell.cell_hash, "not run")
+            counts[status] = counts.get(status, 0) + 1
+        click.echo(f"suite {ctx.suite_name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        return 1 if any(codes) or counts.get("failed") else 0

@@ -1,0 +1,176 @@
+"""The driver of executors whose cells run in other processes or machines (Slurm, submitit's local jobs, Ray).
+
+The driver is the database's one writer. It
+
+1. ingests result files a previous driver left (:func:`bench.collect.collect`) and leaves out cells that are done
+   or still queued/running in a live job of an earlier submission (it waits for those too);
+2. submits one job per remaining cell (:class:`~bench.executors.job.CellJob`) — all at once where the scheduler
+   caps concurrency itself (a Slurm array's ``%N``), else at most ``max_in_flight`` at a time — and records the
+   cells as ``queued`` under their job's tag (``slurm:1234_7``, ``ray:<task id>``);
+3. polls: result files are ingested as they appear, a worker's ``state.json`` turns its cell ``running`` at its
+   epoch, and a job that ended without a result marks its cell ``failed`` with the job's own account of why.
+
+Killing the driver loses nothing: jobs that run on (Slurm) still write their result files, and ``bench collect``
+or the next ``bench run`` ingests them. With a database server (PostgreSQL) the workers also write directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, ClassVar
+
+import click
+
+from bench import resultfile
+from bench.collect import collect, refresh_running
+from bench.executors.base import Executor, RunContext
+from bench.executors.job import CellJob
+from bench.store import ACTIVE
+from bench.suite import Cell
+
+TOUCH_EVERY_S = 60.0  # refresh the heartbeat of waiting cells this often (the store's STALE_AFTER is 10 min)
+
+
+class Backend:
+    """What a remote executor needs from an engine; handles are the engine's own job objects."""
+
+    engine: ClassVar[str]
+
+    def submit(self, jobs: list[CellJob]) -> list[Any]:
+        """Submit jobs; one handle per job, in order."""
+        raise NotImplementedError
+
+    def tag(self, handle: Any) -> str:
+        """``ENGINE:ID``: the same tag the job computes for itself (:data:`bench.executors.job.TAGGERS`)."""
+        raise NotImplementedError
+
+    def ended(self, handles: list[Any]) -> list[Any]:
+        """Those of ``handles`` whose job is over (with or without a result)."""
+        raise NotImplementedError
+
+    def failure(self, handle: Any) -> str:
+        """Why a job that is over left no result (its exception, the tail of its log)."""
+        return "the job ended without writing a result"
+
+    def alive(self, tag: str) -> bool:
+        """Whether the job of a tag from an earlier driver is still queued or running."""
+        return False
+
+    def describe(self) -> str:
+        return self.engine
+
+    def close(self, interrupted: bool) -> None:
+        """Release the engine; ``interrupted``: the driver was stopped (Ctrl-C)."""
+
+
+class RemoteExecutor(Executor):
+    """Runs every cell as a job of a :class:`Backend`; subclasses build the backend."""
+
+    poll_s: float = 2.0
+    max_in_flight: int | None = None  # None: submit everything at once
+    survives_driver: ClassVar[bool] = False  # jobs go on when the driver stops (Slurm)
+
+    def backend(self) -> Backend:
+        raise NotImplementedError
+
+    def job(self, cell: Cell, engine: str) -> CellJob:
+        ctx = self.ctx
+        return CellJob(config=cell.config, cell_hash=cell.cell_hash, settings=ctx.settings, device=ctx.device,
+                       engine=engine, db_url=ctx.store.url if ctx.store.shared else None, download=ctx.download)
+
+    def run(self) -> int:
+        ctx = self.ctx
+        store, run_dir = ctx.store, ctx.settings.run_dir
+        store.create()
+        hashes = [c.cell_hash for c in ctx.cells]
+        collect(store, run_dir, hashes)
+        backend = self.backend()
+        claims = store.claims(hashes)
+        todo: list[Cell] = []
+        waiting: dict[str, str] = {}  # hash -> tag of a live job from an earlier submission
+        for cell in ctx.cells:
+            status, worker = claims.get(cell.cell_hash, (None, None))
+            if status == "done":
+                continue
+            if status in ACTIVE and worker and backend.alive(worker):
+                waiting[cell.cell_hash] = worker
+                continue
+            todo.append(cell)
+        done = len(ctx.cells) - len(todo) - len(waiting)
+        click.echo(f"suite {ctx.suite_name}: {len(ctx.cells)} cell(s), {done} done, "
+                   + (f"{len(waiting)} still in earlier jobs, " if waiting else "")
+                   + f"{len(todo)} to submit on {backend.describe()}; results in {store.shown}")
+        by_hash = {c.cell_hash: c for c in ctx.cells}
+        outstanding: dict[str, tuple[Any, str]] = {h: (None, tag) for h, tag in waiting.items()}
+        pending = deque(todo)
+        counts: dict[str, int] = {}
+        total = len(todo) + len(waiting)
+        interrupted = False
+        try:
+            last_touch = time.monotonic()
+            while pending or outstanding:
+                self._submit(backend, pending, outstanding)
+                self._settle(backend, outstanding, by_hash, counts, total)
+                if time.monotonic() - last_touch > TOUCH_EVERY_S:
+                    store.touch({h: tag for h, (_, tag) in outstanding.items()})
+                    last_touch = time.monotonic()
+                if outstanding:
+                    time.sleep(self.poll_s)
+        except KeyboardInterrupt:
+            interrupted = True
+            if self.survives_driver:
+                click.echo(f"driver stopped; {len(outstanding)} job(s) go on under {backend.engine}: "
+                           "`bench collect` ingests their results, `bench status` shows them", err=True)
+            else:
+                for h, (_, tag) in outstanding.items():
+                    store.mark_ended(h, tag, "interrupted", "the driver was stopped")
+                click.echo("interrupted; run the same command again to resume", err=True)
+            return 130
+        finally:
+            backend.close(interrupted)
+        statuses = store.statuses(hashes)
+        final: dict[str, int] = {}
+        for h in hashes:
+            final[statuses.get(h, "not run")] = final.get(statuses.get(h, "not run"), 0) + 1
+        click.echo(f"suite {ctx.suite_name}: " + ", ".join(f"{n} {s}" for s, n in sorted(final.items())))
+        return 1 if final.get("failed") else 0
+
+    def _submit(self, backend: Backend, pending: deque, outstanding: dict) -> None:
+        """Submit pending cells up to the in-flight cap; record them as queued under their job's tag."""
+        room = len(pending) if self.max_in_flight is None else self.max_in_flight - len(outstanding)
+        batch = [pending.popleft() for _ in range(max(0, min(room, len(pending))))]
+        if not batch:
+            return
+        for cell in batch:  # an old failed attempt's file must not be ingested over the new attempt
+            resultfile.discard(self.ctx.settings.run_dir, cell.cell_hash)
+        handles = backend.submit([self.job(cell, backend.engine) for cell in batch])
+        tags = [backend.tag(h) for h in handles]
+        self.ctx.store.enqueue([c.record() for c in batch], tags)
+        for cell, handle, tag in zip(batch, handles, tags):
+            outstanding[cell.cell_hash] = (handle, tag)
+
+    def _settle(self, backend: Backend, outstanding: dict, by_hash: dict, counts: dict, total: int) -> None:
+        """Ingest what arrived, show what runs, and fail the cells whose job ended without a result."""
+        store, run_dir = self.ctx.store, self.ctx.settings.run_dir
+        live = [h for h, (handle, _) in outstanding.items() if handle is not None]
+        ended = {id(h) for h in backend.ended([outstanding[c][0] for c in live])}  # before collect: no race
+        ended_hashes = {c for c in live if id(outstanding[c][0]) in ended}
+        ended_hashes |= {c for c, (handle, tag) in outstanding.items() if handle is None and not backend.alive(tag)}
+        collect(store, run_dir, list(outstanding))
+        refresh_running(store, run_dir, list(outstanding))
+        claims = store.claims(list(outstanding))
+        for cell_hash in list(outstanding):
+            handle, tag = outstanding[cell_hash]
+            status = claims.get(cell_hash, ("", None))[0]
+            if status in ACTIVE and cell_hash in ended_hashes:
+                reason = backend.failure(handle) if handle is not None else "the job ended without a result"
+                store.mark_ended(cell_hash, tag, "failed", f"{tag}: {reason}")
+                status = "failed"
+            if status in ACTIVE:
+                continue
+            del outstanding[cell_hash]
+            counts[status] = counts.get(status, 0) + 1
+            if not self.ctx.quiet:
+                finished = sum(counts.values())
+                click.echo(f"[{finished}/{total}] {status} {by_hash[cell_hash].label()} ({tag})")

@@ -1,0 +1,179 @@
+"""The results store on every supported database: a SQLite file and a real PostgreSQL server.
+
+Each test runs once per backend (``store_url``; PostgreSQL from ``$BENCH_TEST_POSTGRES_URL``, which ``.ci/run``
+sets). What must hold on both: the schema, claims that only one process wins, idempotent ingestion keyed by the
+cell hash, the queue states of remote executors, and many workers delivering at the same instant — every result
+exactly once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import numpy as np
+import pytest
+from backends import store_url  # noqa: F401 - fixture
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from bench.cli import cli
+from bench.errors import BenchError
+from bench.store import (
+    ClassMetric,
+    EpochMetric,
+    GuardRow,
+    Run,
+    SampleFlags,
+    Store,
+    load_guards,
+    load_results,
+    load_sample_flags,
+)
+
+
+def record(i: int, suite: str = "conc"):
+    from bench.store import CellRecord
+
+    config = {"suite": suite, "method": "ce", "dataset": "digits", "imbalance": "step-10", "seed": i,
+              "model": "linear", "epochs": 2, "eval_attacks": []}
+    return CellRecord(cell_hash=f"cell{i:012d}", suite=suite, method="ce", dataset="digits", imbalance="step-10",
+                      seed=i, model="linear", adversarial=True, config=config)
+
+
+def result(i: int, status: str = "done"):
+    """A finished cell with every kind of row: class metrics, flags, curves, guards, features."""
+    from bench.store import CellResult
+
+    rng = np.random.default_rng(i)
+    labels = np.repeat(np.arange(3), 10)
+    return CellResult(
+        status=status, error=None if status == "done" else "boom", class_names=["a", "b", "c"],
+        train_counts=[50, 20, 5], test_labels=labels,
+        correct={"clean": rng.random(30) < 0.8, "pgd-2": rng.random(30) < 0.4},
+        curves=[{"epoch": e, "lr": 0.1, "loss": 1.0 / (e + 1), "train_accuracy": 0.5, "seconds": 0.1} for e in range(2)],
+        provenance={"device": "cpu", "host": "h", "git_commit": "abc", "versions": {"torch": "x"}, "subset_hash": "s"},
+        wall_seconds=1.5, train_seconds=1.0, images_per_second=10.0, peak_memory_mb=1.0, epochs_done=2,
+        features={("test", "clean"): (labels[:4], rng.random((4, 3)))},
+        attack_specs={"pgd-2": {"kind": "pgd", "eps": 0.1, "alpha": 0.05, "steps": 2}},
+        guards=[{"name": "zero-grad-share", "value": 0.0, "threshold": 0.01, "flagged": False, "detail": {"n": 30}}],
+    )
+
+
+def counts(store: Store) -> dict[str, int]:
+    with store.session(write=False) as session:
+        return {table.__tablename__: session.execute(select(func.count()).select_from(table)).scalar_one()
+                for table in (Run, ClassMetric, EpochMetric, SampleFlags, GuardRow)}
+
+
+def test_schema_and_a_finished_cell_read_back_the_same(store_url):
+    store = Store(store_url)
+    assert not store.exists()
+    store.create()
+    store.create()  # twice: no error, one schema
+    assert store.claim(record(0))
+    store.finish(record(0).cell_hash, result(0))
+    frame = load_results(store_url)
+    assert len(frame) == 2 * 3 and set(frame["attack"]) == {"clean", "pgd-2"}
+    expected = result(0).correct["pgd-2"][:10].sum()
+    assert frame[(frame.attack == "pgd-2") & (frame.class_index == 0)]["correct"].item() == expected
+    flags = load_sample_flags(store_url)
+    (run_flags,) = flags.values()
+    np.testing.assert_array_equal(run_flags["flags"]["clean"], result(0).correct["clean"])
+    np.testing.assert_array_equal(run_flags["labels"], result(0).test_labels)
+    assert load_guards(store_url)["name"].tolist() == ["zero-grad-share"]
+
+
+def test_only_one_claim_wins_and_a_done_cell_is_never_claimed(store_url):
+    first, second = Store(store_url), Store(store_url)
+    first.create()
+    assert first.claim(record(1))
+    assert not second.claim(record(1))  # same process id, but the claim is live: the row says running
+    first.finish(record(1).cell_hash, result(1))
+    assert not second.claim(record(1))
+    assert first.statuses([record(1).cell_hash]) == {record(1).cell_hash: "done"}
+
+
+def test_ingest_is_idempotent_and_never_overwrites_a_done_run(store_url):
+    store = Store(store_url)
+    store.create()
+    assert store.ingest(record(2), result(2, "failed"))  # a cell the database had not seen: its row is created
+    assert store.statuses([record(2).cell_hash]) == {record(2).cell_hash: "failed"}
+    assert store.ingest(record(2), result(2))  # a later, finished attempt replaces the failed one
+    before = counts(store)
+    assert before == {"runs": 1, "class_metrics": 6, "epoch_metrics": 2, "sample_flags": 2, "guards": 1}
+    assert not store.ingest(record(2), result(2))
+    assert not store.ingest(record(2), result(2, "failed"))  # a stale failure never overwrites a result
+    assert counts(store) == before
+    assert store.statuses([record(2).cell_hash]) == {record(2).cell_hash: "done"}
+
+
+def test_queue_states_of_remote_cells(store_url):
+    store = Store(store_url)
+    store.create()
+    cells = [record(i) for i in range(3)]
+    store.ingest(cells[2], result(2))
+    marked = store.enqueue(cells, ["slurm:7_0", "slurm:7_1", "slurm:7_2"])
+    assert marked == [cells[0].cell_hash, cells[1].cell_hash]  # the done one stays done
+    assert store.claims([c.cell_hash for c in cells]) == {
+        cells[0].cell_hash: ("queued", "slurm:7_0"), cells[1].cell_hash: ("queued", "slurm:7_1"),
+        cells[2].cell_hash: ("done", None)}
+    assert not store.mark_running(cells[0].cell_hash, "slurm:9_9", 1)  # another job's report: ignored
+    assert store.mark_running(cells[0].cell_hash, "slurm:7_0", 1)
+    assert store.mark_ended(cells[1].cell_hash, "slurm:7_1", "failed", "node died")
+    assert not store.mark_ended(cells[1].cell_hash, "slurm:7_1", "failed", "twice")
+    assert not Store(store_url).claim(cells[0])  # a queued cell with a fresh heartbeat is not taken over
+    store.touch({cells[0].cell_hash: "slurm:7_0"})
+    statuses = store.statuses([c.cell_hash for c in cells])
+    assert statuses == {cells[0].cell_hash: "running", cells[1].cell_hash: "failed", cells[2].cell_hash: "done"}
+
+
+def _deliver(url: str, indices: list[int], barrier) -> None:
+    """A worker process: wait for the others, then deliver its cells at the same instant."""
+    store = Store(url)
+    barrier.wait(timeout=120)
+    for i in indices:
+        store.ingest(record(i), result(i))
+
+
+def test_many_workers_finishing_at_once_deliver_each_result_exactly_once(store_url):
+    Store(store_url).create()
+    n = 6
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(n)
+    # every cell is delivered by two workers at once (a requeued job finishing twice, a driver racing collect)
+    procs = [ctx.Process(target=_deliver, args=(store_url, [i, (i + 1) % n], barrier)) for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+    assert [p.exitcode for p in procs] == [0] * n
+    store = Store(store_url)
+    assert counts(store) == {"runs": n, "class_metrics": n * 6, "epoch_metrics": n * 2, "sample_flags": n * 2,
+                             "guards": n}
+    frame = load_results(store_url)
+    for i in range(n):
+        rows = frame[frame.seed == i]
+        assert rows[rows.attack == "clean"]["correct"].sum() == result(i).correct["clean"].sum()
+
+
+def test_postgresql_urls_use_psycopg_and_hide_the_password():
+    store = Store("postgresql://user:secret@127.0.0.1:1/db")
+    assert store.engine.url.drivername == "postgresql+psycopg"
+    assert "secret" not in store.shown and store.shared
+    assert not Store("sqlite:///x.db").shared
+
+
+def test_unreachable_database_is_one_line_before_any_cell_starts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text('[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = "ce"\n')
+    started = time.monotonic()
+    out = CliRunner().invoke(cli, ["run", "s.toml", "--db", "postgresql+psycopg://bench:pw@127.0.0.1:1/none"])
+    assert out.exit_code == 2, out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: database") and "unreachable" in lines[0]
+    assert "pw" not in lines[0] and "Traceback" not in out.output
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(BenchError, match="unreachable"):
+        Store("postgresql://bench@127.0.0.1:1/none").check_writable()
