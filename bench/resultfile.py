@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ def loads(data: bytes) -> tuple[CellRecord, CellResult]:
             test_labels = archive["test_labels"] if header["has_test_labels"] else None
             features = {tuple(key): (archive[f"feature_labels_{i}"], archive[f"feature_vectors_{i}"])
                         for i, key in enumerate(header["features"])}
-    except (OSError, ValueError, KeyError, EOFError) as exc:  # zip, JSON or a missing array
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # zip, JSON or a missing array
         if isinstance(exc, UnreadableResult):
             raise
         raise UnreadableResult(f"not a bench result file ({type(exc).__name__}: {exc})") from None
