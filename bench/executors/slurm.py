@@ -143,9 +143,10 @@ class SlurmExecutor(RemoteExecutor):
 
     def check(self) -> None:
         _submitit()
-        if self.cluster == "slurm" and shutil.which("sbatch") is None:
-            raise BenchError("--executor slurm needs Slurm's sbatch on PATH and it is not there; run bench on a "
-                             "Slurm login node, or use --executor local")
+        missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if self.cluster == "slurm" and missing:
+            raise BenchError(f"--executor slurm needs Slurm's {' and '.join(missing)} on PATH and did not find "
+                             "it; run bench on a Slurm login node, or use --executor local")
 
     def backend(self) -> Backend:
         options = self.ctx.options
