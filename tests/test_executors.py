@@ -276,6 +276,12 @@ def test_a_worker_writes_the_database_only_when_it_is_a_server(project, store_ur
     assert resultfile.result_path(settings.run_dir, cell.cell_hash).exists()
     expected = {cell.cell_hash: ("done", "test:1")} if job.db_url else {}
     assert store.claims([cell.cell_hash]) == expected
+    # requeued after it wrote its result (pre-empted on the way out): it hands the same result on, no training
+    import bench.runner
+
+    monkeypatch.setattr(bench.runner, "run_cell", lambda *a, **k: pytest.fail("trained the cell again"))
+    assert job() == "done"
+    assert store.claims([cell.cell_hash]) == expected
 
 
 # -- submitit: real job processes ----------------------------------------------------------------------------------

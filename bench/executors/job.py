@@ -15,10 +15,12 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench import resultfile
 from bench.settings import Settings
+from bench.store import CellResult
 
 
 def submitit_tag(engine: str) -> str:
@@ -64,12 +66,17 @@ class CellJob:
         cell = Cell(self.config, self.cell_hash)
         tag = TAGGERS[self.engine](self.engine)
         run_dir = self.settings.run_dir
+        store = Store(self.db_url) if self.db_url else None
+        finished = self._finished_before(run_dir)
+        if finished is not None:  # requeued after its result was written (the driver discards older files)
+            if store is not None:
+                store.ingest(cell.record(), finished, tag)
+            return finished.status
         previous = resultfile.read_state(run_dir, self.cell_hash) or {}
         starts = int(previous.get("starts", 0)) + 1 if previous.get("worker") == tag else 1
         resultfile.write_state(run_dir, self.cell_hash, status="running", worker=tag, host=socket.gethostname(),
                                pid=os.getpid(), epochs_done=previous.get("epochs_done", 0) if starts > 1 else 0,
                                epochs=self.config["epochs"], starts=starts)
-        store = Store(self.db_url) if self.db_url else None
         if store is not None:
             store.mark_running(self.cell_hash, tag, 0)
 
@@ -85,6 +92,13 @@ class CellJob:
         deliver(cell, result, run_dir, store, tag)
         resultfile.write_state(run_dir, self.cell_hash, status=result.status)
         return result.status
+
+    def _finished_before(self, run_dir: Path) -> CellResult | None:
+        """The outcome this job already wrote, if a pre-emption hit it between its result file and its exit."""
+        try:
+            return resultfile.read_result(resultfile.result_path(run_dir, self.cell_hash))[1]
+        except (OSError, resultfile.UnreadableResult):
+            return None
 
     def __submitit_checkpoint__(self, *args: Any, **kwargs: Any):
         """Timed out or pre-empted: requeue the same job; it resumes from the cell's last epoch checkpoint."""
