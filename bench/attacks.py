@@ -104,10 +104,11 @@ def pgd(
         objective = F.cross_entropy(logits, y) if loss is None else loss(logits, y).sum()
         (grad,) = torch.autograd.grad(objective, x_adv)
         with torch.no_grad():
-            x_adv = x_adv + alpha * grad.sign()
-            x_adv = x0 + (x_adv - x0).clamp(-eps, eps)
+            # x0 + clip(x + α·sign(g) − x0, −ε, ε), in place on x_adv (a fresh tensor, never x0's storage); the
+            # same float operations in the same order as the out-of-place formula, so bit for bit its result
+            x_adv = x_adv.detach().add_(grad.sign_(), alpha=alpha).sub_(x0).clamp_(-eps, eps).add_(x0)
             if bounds is not None:
-                x_adv = x_adv.clamp(*bounds)
+                x_adv.clamp_(*bounds)
     return x_adv.detach()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench import accel
 from bench.attacks import AttackSpec
 from bench.data import PreparedData, derived_seed
 from bench.models import Classifier
@@ -29,7 +30,7 @@ def evaluate(
     ``specs`` replaces the cell's own attacks (``bench evaluate`` adds attacks to a finished run). The model is
     in eval mode; each attack's random choices draw from a generator seeded by the cell's seed and the attack's
     label, so results do not depend on which other attacks ran, nor on whether the attack ran with the suite or
-    was added later.
+    was added later. Precision is the cell's ``eval_precision`` (:mod:`bench.accel`; fp32 unless set).
     """
     model.eval()
     specs = attack_specs(config) if specs is None else list(specs)
@@ -38,15 +39,16 @@ def evaluate(
     generators = {s.label: torch.Generator(device=device).manual_seed(derived_seed("eval", config["seed"], s.label))
                   for s in specs}
     batch = config["eval_batch_size"]
-    for start in range(0, data.test_x.shape[0], batch):
-        x = data.test_x[start : start + batch]
-        y = data.test_y[start : start + batch]
-        with torch.no_grad():
-            out["clean"].append(model(x).argmax(1) == y)
-        for spec in specs:
-            x_adv = spec.run(model, x, y, bounds=data.bounds, generator=generators[spec.label])
+    with accel.Policy.resolve(config, device).evaluation():
+        for start in range(0, data.test_x.shape[0], batch):
+            x = data.test_x[start : start + batch]
+            y = data.test_y[start : start + batch]
             with torch.no_grad():
-                out[spec.label].append(model(x_adv).argmax(1) == y)
+                out["clean"].append(model(x).argmax(1) == y)
+            for spec in specs:
+                x_adv = spec.run(model, x, y, bounds=data.bounds, generator=generators[spec.label])
+                with torch.no_grad():
+                    out[spec.label].append(model(x_adv).argmax(1) == y)
     return {label: torch.cat(flags).cpu().numpy() for label, flags in out.items()}
 
 

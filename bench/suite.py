@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import methods
+from bench import accel
 from bench.attacks import AA_ATTACKS, AA_VERSIONS, ATTACKS, KINDS, AttackSpec
 from bench.data import DATASETS, parse_profile
 from bench.errors import BenchError, did_you_mean
@@ -58,6 +59,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "method_args": {},
     "dataset_args": {},
     "features": 0,  # penultimate features of this many train and test points to keep (t-SNE); 0 = none
+    **accel.ACCEL_DEFAULTS,  # precision, eval_precision, compile, channels_last: speed knobs (bench.accel)
 }
 # ``guards`` (names from bench.guards.GUARDS, default DEFAULT_GUARDS) is a cell key without a built-in default
 # entry: it appears in a resolved config only when it differs from the default, so adding it changed no cell hash.
@@ -261,6 +263,7 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
             del c["guards"]
         else:
             c["guards"] = guards
+    c.update(accel.validate(c, where))
     _check_table(c["method_args"], f"{where}: method_args")
     _check_table(c["dataset_args"], f"{where}: dataset_args")
     plugin = DATASETS.get(c["dataset"])
@@ -422,8 +425,11 @@ def attack_label(attack: Mapping[str, Any]) -> str:
 
 
 def cell_hash(config: Mapping[str, Any]) -> str:
-    """The cell's identity: a hash of its fully resolved configuration."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    """The cell's identity: a hash of its fully resolved configuration, less the speed keys that do not change
+    what a result means (:func:`bench.accel.identity_view`: ``compile`` and ``channels_last`` always, the
+    precisions at their defaults). So adding those keys changed no existing cell's hash, and switching compilation
+    on or off, like changing the device or ``--workers``, finds the same cells done."""
+    return hashlib.sha256(json.dumps(accel.identity_view(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def select(cells: list[Cell], only: Iterable[str]) -> list[Cell]:

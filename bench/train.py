@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from bench import accel
 from bench.attacks import pgd
 from bench.data import PreparedData, derived_seed
 from bench.models import Classifier, build_model
@@ -103,8 +104,12 @@ def train(
     """Train one cell, resuming from ``run_dir/checkpoint.pt`` if present; raises :class:`Diverged` on NaN."""
     device = data.train_x.device
     model = build_cell_model(config, method, data)
+    policy = accel.Policy.resolve(config, device, model)  # bf16, channels-last, compile on CUDA; fp32 eager on CPU
+    policy.prepare(model)
+    # foreach: one kernel per operation over all parameters instead of one per parameter (bit-identical on the CPU)
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"]
+        model.parameters(), lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"],
+        foreach=True,
     )
     order_gen, noise_gen = make_generators(config["seed"], device)
     outcome = TrainOutcome(model)
@@ -145,19 +150,21 @@ def train(
             x_adv = x
             if attack != "none":
                 model.train(attack["bn_mode"] == "train")
-                clean_for_attack = None
-                if method.attack_uses_clean:
-                    with torch.no_grad():
-                        clean_for_attack = model(x)
-                x_adv = pgd(model, x, y, eps=attack["eps"], alpha=attack["alpha"], steps=attack["steps"],
-                            random_start=attack["random_start"], bounds=data.bounds, generator=noise_gen,
-                            loss=method.attack_loss(clean_for_attack), start_std=method.attack_start_std)
+                with policy.attack(model):  # the step's autocast; no parameter gradients
+                    clean_for_attack = None
+                    if method.attack_uses_clean:
+                        with torch.no_grad():
+                            clean_for_attack = model(x)
+                    x_adv = pgd(model, x, y, eps=attack["eps"], alpha=attack["alpha"], steps=attack["steps"],
+                                random_start=attack["random_start"], bounds=data.bounds, generator=noise_gen,
+                                loss=method.attack_loss(clean_for_attack), start_std=method.attack_start_std)
             model.train()
-            clean_logits = model(x) if method.needs_clean_logits else None
-            logits, h = model.forward_features(x_adv)
-            projection = model.project(h) if method.uses_projection else None
-            loss = method.loss(LossInputs(logits=logits, targets=y, class_counts=counts, epoch=epoch,
-                                          weight=weight, projection=projection, clean_logits=clean_logits))
+            with policy.autocast():  # forward and loss; backward runs outside, as autocast wants
+                clean_logits = model(x) if method.needs_clean_logits else None
+                logits, h = model.forward_features(x_adv)
+                projection = model.project(h) if method.uses_projection else None
+                loss = method.loss(LossInputs(logits=logits, targets=y, class_counts=counts, epoch=epoch,
+                                              weight=weight, projection=projection, clean_logits=clean_logits))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -181,6 +188,7 @@ def train(
         )
         if on_epoch is not None:
             on_epoch(epoch + 1, config["epochs"], row)
+    policy.release(model)  # evaluation runs eager
     model.set_logit_bias(method.inference_bias(data.train_counts))
     return outcome
 
