@@ -115,8 +115,9 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
         return
     from bench.executors import EXECUTORS, RunContext, executor_options
 
+    where = "--executor" if executor else f"{settings.source}: bench.executor"
     executor = executor or settings.executor
-    kind = EXECUTORS.get(executor, "--executor")
+    kind = EXECUTORS.get(executor, where)
     if executor != "local" and workers > 1:
         raise BenchError(f"--workers applies to --executor local; {executor} runs one cell per job "
                          "(cap concurrency in its [slurm] / [ray] table)")
