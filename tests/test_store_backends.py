@@ -149,3 +149,49 @@ def test_unreachable_database_is_one_line_before_any_cell_starts(tmp_path, monke
     assert not (tmp_path / "runs").exists()
     with pytest.raises(BenchError, match="unreachable"):
         Store("postgresql://bench@127.0.0.1:1/none").check_writable()
+
+
+def _claim_all(url: str, n: int, barrier, won) -> None:
+    """A worker process: at the same instant as the others, try to claim every cell; report the ones it won."""
+    store = Store(url)
+    barrier.wait(timeout=120)
+    for i in range(n):
+        if store.claim(record(i)):
+            won.put(i)
+
+
+def test_processes_racing_for_new_cells_claim_each_exactly_once(store_url):
+    """The insert race (no row yet) and the conditional update, across processes: one winner per cell."""
+    Store(store_url).create()
+    n, workers = 8, 4
+    ctx = multiprocessing.get_context("spawn")
+    barrier, won = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_claim_all, args=(store_url, n, barrier, won)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+    assert [p.exitcode for p in procs] == [0] * workers
+    claimed = sorted(won.get(timeout=10) for _ in range(n))
+    assert claimed == list(range(n)) and won.empty()
+
+
+def test_the_cli_end_to_end_on_each_backend(tmp_path, monkeypatch, store_url):
+    """bench run, status, show, report and compare against the same database URL."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BENCH_THREADS", "1")
+    (tmp_path / "s.toml").write_text(
+        'name = "e2e"\nseeds = [0, 1]\n[defaults]\nepochs = 1\nmodel = "linear"\n'
+        'train_attack = { eps = 0.1, alpha = 0.05, steps = 1 }\n'
+        'eval_attacks = [{ kind = "pgd", eps = 0.1, alpha = 0.05, steps = 1 }]\n'
+        '[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = ["ce", "focal"]\n')
+    run = CliRunner().invoke(cli, ["run", "s.toml", "--db", store_url, "--quiet"])
+    assert run.exit_code == 0 and "4 done" in run.output, run.output
+    status = CliRunner().invoke(cli, ["status", "--db", store_url])
+    assert status.output.split()[-2:] == ["e2e", "4"]
+    cell = load_results(store_url)["cell_hash"].iloc[0]
+    assert '"method"' in CliRunner().invoke(cli, ["show", cell, "--db", store_url]).output
+    report = CliRunner().invoke(cli, ["report", "--db", store_url, "--format", "md", "--out", "out"])
+    assert report.exit_code == 0 and "focal" in (tmp_path / "out" / "report.md").read_text()
+    compare = CliRunner().invoke(cli, ["compare", "ce", "focal", "--db", store_url, "--format", "csv"])
+    assert compare.exit_code == 0, compare.output
