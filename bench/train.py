@@ -7,6 +7,8 @@ how an epoch draws examples (its sampler), what the attack maximises and from wh
 also sees the clean logits, and which bias the trained model adds to its logits at inference. Everything random
 draws from generators seeded from the cell and saved in the checkpoint, so a cell killed at any point resumes to
 exactly the result of an uninterrupted run (on the CPU). Losses and accuracies accumulate on the device; the host syncs once per epoch.
+Precision and device policy (bf16 autocast, channels-last, compiled backbone on CUDA; plain fp32 on the CPU) come
+from :mod:`bench.accel`.
 """
 
 from __future__ import annotations
