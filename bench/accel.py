@@ -133,6 +133,11 @@ class Policy:
         if self.device_type == "cuda":
             torch.backends.cudnn.benchmark = True
         if self.compile:
+            from torch import _dynamo  # imported on use: it takes seconds
+
+            # One graph per (attack | step | clean no-grad forward) × (BN train | eval) × (full | ragged last batch):
+            # up to 12, over Dynamo's default of 8, past which it silently falls back to eager.
+            _dynamo.config.recompile_limit = max(_dynamo.config.recompile_limit, 16)
             getattr(model, "backbone", model).compile()
         return model
 

@@ -132,6 +132,7 @@ def test_prepare_and_release_keep_state_dict_names_and_undo_compilation():
     policy = Policy("cpu", None, None, channels_last=True, compile=True)
     policy.prepare(model)  # nn.Module.compile is lazy: nothing compiles until a call
     assert "_compiled_call_impl" in vars(model.backbone)
+    assert torch._dynamo.config.recompile_limit >= 16  # room for every graph of a cell (see Policy.prepare)
     assert list(model.state_dict()) == names
     conv = model.backbone.net[3].weight  # [32, 16, 3, 3]: the first conv's one input channel is both formats
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
