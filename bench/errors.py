@@ -21,10 +21,13 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+def valid_choices(value: str, choices: Iterable[str]) -> str:
+    """The tail of every 'X is not allowed' line: a close match if there is one, then every valid choice."""
+    choices = [str(c) for c in choices]
+    return f"{did_you_mean(value, choices)}; valid: {', '.join(choices)}"
+
+
 def unknown(kind: str, value: str, choices: Iterable[str], where: str = "") -> BenchError:
     """The error for a name that is not among the valid ones, listing them and a close match."""
-    choices = list(choices)
     prefix = f"{where}: " if where else ""
-    return BenchError(
-        f"{prefix}unknown {kind} {value!r}{did_you_mean(value, choices)}; valid: {', '.join(choices)}"
-    )
+    return BenchError(f"{prefix}unknown {kind} {value!r}{valid_choices(value, choices)}")

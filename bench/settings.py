@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.errors import BenchError, did_you_mean
+from bench.errors import BenchError, valid_choices
 from bench.values import read_toml
 
 DEFAULT_FILE = "bench.toml"
@@ -52,7 +52,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
     unknown_tables = set(data) - set(TABLES)
     if unknown_tables:
         key = sorted(unknown_tables)[0]
-        raise BenchError(f"{file}: unknown table [{key}]{did_you_mean(key, TABLES)}; valid: {', '.join(TABLES)}")
+        raise BenchError(f"{file}: unknown table [{key}]{valid_choices(key, TABLES)}")
     for name in EXECUTOR_TABLES:
         if not isinstance(data.get(name, {}), dict):
             raise BenchError(f"{file}: {name} must be a table ([{name}]), got {data[name]!r}")
@@ -60,7 +60,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
     for key in table:
         if key not in KNOWN_BENCH_KEYS:
             raise BenchError(
-                f"{file}: unknown key bench.{key}{did_you_mean(key, KNOWN_BENCH_KEYS)}; valid: {', '.join(KNOWN_BENCH_KEYS)}"
+                f"{file}: unknown key bench.{key}{valid_choices(key, KNOWN_BENCH_KEYS)}"
             )
     base = file.resolve().parent
 

@@ -29,7 +29,7 @@ import methods
 from bench import accel
 from bench.attacks import AA_ATTACKS, AA_VERSIONS, ATTACKS, KINDS, AttackSpec
 from bench.data import DATASETS, parse_profile
-from bench.errors import BenchError, did_you_mean
+from bench.errors import BenchError, valid_choices
 from bench.guards import DEFAULT_GUARDS, GUARDS
 from bench.models import MODELS
 from bench.settings import Settings
@@ -119,7 +119,7 @@ def load_suite(
     data = read_toml(path)
     for key in data:
         if key not in SUITE_KEYS:
-            raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, SUITE_KEYS)}; valid: {', '.join(SUITE_KEYS)}")
+            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, SUITE_KEYS)}")
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise BenchError(f"{where}: name must be a non-empty string, got {name!r}")
@@ -160,7 +160,7 @@ def _check_keys(table: Mapping[str, Any], where: str, allow_grid: bool) -> None:
     allowed = [k for k in CELL_KEYS if k != "seed"]
     for key in table:
         if key not in allowed:
-            raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid: {', '.join(allowed)}")
+            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, allowed)}")
 
 
 def expand_grid(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -213,7 +213,7 @@ def resolve(
     if dataset is None:
         raise BenchError(f"{where}: no dataset given; valid: {', '.join(DATASETS)}")
     if not isinstance(dataset, str) or dataset not in DATASETS:
-        raise BenchError(f"{where}: dataset = {dataset!r} is unknown{did_you_mean(str(dataset), DATASETS)}; valid: {', '.join(DATASETS)}")
+        raise BenchError(f"{where}: dataset = {dataset!r} is unknown{valid_choices(str(dataset), DATASETS)}")
     config = _merge(copy.deepcopy(BUILTIN_DEFAULTS), DATASETS.get(dataset).defaults)
     for layer in layers:
         config = _merge(config, layer)
@@ -232,7 +232,7 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
     for key, registry in (("method", methods.METHODS), ("model", MODELS)):
         value = c[key]
         if not isinstance(value, str) or value not in registry:
-            raise BenchError(f"{where}: {key} = {value!r} is unknown{did_you_mean(str(value), registry)}; valid: {', '.join(registry)}")
+            raise BenchError(f"{where}: {key} = {value!r} is unknown{valid_choices(str(value), registry)}")
     try:
         parse_profile(c["imbalance"])
     except BenchError as exc:
@@ -269,8 +269,8 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
     plugin = DATASETS.get(c["dataset"])
     for key, value in c["dataset_args"].items():
         if key not in plugin.params:
-            valid = ", ".join(plugin.params) or "none"
-            raise BenchError(f"{where}: dataset_args.{key} is unknown for {c['dataset']}{did_you_mean(key, plugin.params)}; valid: {valid}")
+            raise BenchError(f"{where}: dataset_args.{key} is unknown for {c['dataset']}"
+                             f"{valid_choices(key, plugin.params or ['none'])}")
         c["dataset_args"][key] = parse_number(value, f"{where}: dataset_args.{key}")
     try:
         method = methods.get(c["method"], **c["method_args"]).for_run(epochs=c["epochs"], milestones=c["milestones"])
@@ -300,11 +300,10 @@ def _attack(table: Any, where: str, allowed: Iterable[str]) -> dict[str, Any]:
         raise BenchError(f"{where}: must be a table like {{ kind = \"pgd\", eps = \"8/255\", alpha = \"2/255\", steps = 20 }}")
     for key in table:
         if key not in allowed:
-            raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid: {', '.join(allowed)}")
+            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, allowed)}")
     kind = table.get("kind", "pgd")
     if kind not in TRAIN_ATTACK_KINDS:
-        raise BenchError(f"{where}: kind = {kind!r} cannot train{did_you_mean(str(kind), TRAIN_ATTACK_KINDS)}; "
-                         f"valid: {', '.join(TRAIN_ATTACK_KINDS)}")
+        raise BenchError(f"{where}: kind = {kind!r} cannot train{valid_choices(str(kind), TRAIN_ATTACK_KINDS)}")
     out: dict[str, Any] = {"kind": kind}
     for key in ("eps", "alpha"):
         if key not in table:
@@ -348,14 +347,13 @@ def eval_attack(table: Any, where: str) -> dict[str, Any]:
         raise BenchError(f"{where}: must be a table like {{ kind = \"pgd\", eps = \"8/255\", alpha = \"2/255\", steps = 20 }}")
     kind = table.get("kind", "pgd")
     if not isinstance(kind, str) or kind not in ATTACKS:
-        raise BenchError(f"{where}: kind = {kind!r} is unknown{did_you_mean(str(kind), ATTACKS)}; valid: {', '.join(ATTACKS)}")
+        raise BenchError(f"{where}: kind = {kind!r} is unknown{valid_choices(str(kind), ATTACKS)}")
     allowed = ("kind", "eps", "name", *KINDS[kind].keys)
     if kind == "fgsm":
         allowed += ("alpha", "steps")  # accepted when they say what FGSM does: one step of size eps
     for key in table:
         if key not in allowed:
-            raise BenchError(f"{where}: unknown key {key!r} for kind {kind}{did_you_mean(key, allowed)}; "
-                             f"valid: {', '.join(allowed)}")
+            raise BenchError(f"{where}: unknown key {key!r} for kind {kind}{valid_choices(key, allowed)}")
     out: dict[str, Any] = {"kind": kind, "eps": _nonnegative(table, "eps", where)}
     if kind in ("pgd", "pgd-cw"):
         out["alpha"] = _nonnegative(table, "alpha", where)
@@ -385,7 +383,7 @@ def eval_attack(table: Any, where: str) -> dict[str, Any]:
             for name in attacks:
                 if name not in AA_ATTACKS:
                     raise BenchError(f"{where}.attacks: {name!r} is not an AutoAttack attack"
-                                     f"{did_you_mean(str(name), AA_ATTACKS)}; valid: {', '.join(AA_ATTACKS)}")
+                                     f"{valid_choices(str(name), AA_ATTACKS)}")
             if len(set(attacks)) != len(attacks):
                 raise BenchError(f"{where}.attacks lists an attack twice: {attacks}")
             out["attacks"] = list(attacks)
@@ -415,7 +413,7 @@ def _guards(value: Any, where: str) -> list[str]:
         raise BenchError(f"{where}: must be a list of guard names, e.g. {list(DEFAULT_GUARDS)}; valid: {', '.join(GUARDS)}")
     for name in value:
         if name not in GUARDS:
-            raise BenchError(f"{where}: unknown guard {name!r}{did_you_mean(name, GUARDS)}; valid: {', '.join(GUARDS)}")
+            raise BenchError(f"{where}: unknown guard {name!r}{valid_choices(name, GUARDS)}")
     return [name for name in GUARDS if name in value]
 
 
@@ -443,7 +441,7 @@ def select(cells: list[Cell], only: Iterable[str]) -> list[Cell]:
     known = set(CELL_KEYS) | {"suite", "method_params"}
     for key, _ in filters:
         if key.split(".")[0] not in known:
-            raise BenchError(f"--only {key}=...: unknown key{did_you_mean(key, sorted(known))}; valid: {', '.join(sorted(known))}")
+            raise BenchError(f"--only {key}=...: unknown key{valid_choices(key, sorted(known))}")
 
     def value_of(config: Mapping[str, Any], key: str) -> str:
         value: Any = config

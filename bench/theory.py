@@ -87,7 +87,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_ndtr, ndtr
 
-from bench.errors import BenchError, did_you_mean
+from bench.errors import BenchError, valid_choices
 from bench.values import parse_number, read_toml
 
 NORMS = ("linf", "l2")
@@ -126,13 +126,13 @@ def _check(d: Any, eta: Any, sigma: Any, K: Any, rho: Any, eps: Any, norm: str) 
                 or not math.isfinite(value) or not ok(value):
             raise BenchError(f"{name} = {value!r}: must be a finite number {allowed}")
     if norm not in NORMS:
-        raise BenchError(f"norm = {norm!r} is unknown{did_you_mean(str(norm), NORMS)}; valid: {', '.join(NORMS)}")
+        raise BenchError(f"norm = {norm!r} is unknown{valid_choices(str(norm), NORMS)}")
 
 
 def adversarial_shift(d: int, eps: float, norm: str = "linf") -> float:
     """δ = ε·‖w‖_* for w = 1: the adversary's worst-case shift of the score wᵀx (εd for l∞, ε√d for l2)."""
     if norm not in NORMS:
-        raise BenchError(f"norm = {norm!r} is unknown{did_you_mean(str(norm), NORMS)}; valid: {', '.join(NORMS)}")
+        raise BenchError(f"norm = {norm!r} is unknown{valid_choices(str(norm), NORMS)}")
     return eps * d if norm == "linf" else eps * math.sqrt(d)
 
 
@@ -380,7 +380,7 @@ def validate_grid(grid: Mapping[str, Any], where: str = "theory grid") -> dict[s
         raise BenchError(f"{where}: must be a table of lists such as d = [1, 10], got {grid!r}")
     for key in grid:
         if key not in THEORY_KEYS:
-            raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, THEORY_KEYS)}; valid: {', '.join(THEORY_KEYS)}")
+            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, THEORY_KEYS)}")
     rules = {
         "d": (lambda v: isinstance(v, int) and v >= 1, "integers >= 1"),
         "eta": (lambda v: v > 0, "numbers > 0"),
@@ -409,7 +409,7 @@ def validate_grid(grid: Mapping[str, Any], where: str = "theory grid") -> dict[s
         out[key] = parsed
     norm = grid.get("norm", "linf")
     if norm not in NORMS:
-        raise BenchError(f"{where}: norm = {norm!r} is unknown{did_you_mean(str(norm), NORMS)}; valid: {', '.join(NORMS)}")
+        raise BenchError(f"{where}: norm = {norm!r} is unknown{valid_choices(str(norm), NORMS)}")
     out["norm"] = norm
     for key, default in (("monte_carlo_samples", DEFAULT_MONTE_CARLO_SAMPLES), ("seed", 0)):
         value = grid.get(key, default)
@@ -558,7 +558,7 @@ def load_theory_suite(path: str | Path) -> dict[str, Any]:
     data = read_toml(path)
     for key in data:
         if key not in SUITE_KEYS:
-            raise BenchError(f"{where}: unknown key {key!r}{did_you_mean(key, SUITE_KEYS)}; valid: {', '.join(SUITE_KEYS)}")
+            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, SUITE_KEYS)}")
     if data.get("kind") != "theory":
         raise BenchError(f"{where}: kind = {data.get('kind')!r}; a theory suite needs kind = \"theory\"")
     name = data.get("name")
@@ -610,7 +610,7 @@ def render_theory(frame: pd.DataFrame, fmt: str, columns: Sequence[str] | None =
     are printed with 4 significant digits in html and md, in full in csv.
     """
     if fmt not in FORMATS:
-        raise BenchError(f"unknown format {fmt!r}{did_you_mean(fmt, FORMATS)}; valid: {', '.join(FORMATS)}")
+        raise BenchError(f"unknown format {fmt!r}{valid_choices(fmt, FORMATS)}")
     if columns is None:
         columns = list(frame.columns) if fmt == "csv" else [c for c in SUMMARY_COLUMNS if c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]

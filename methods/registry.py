@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable
 
-from bench.errors import BenchError, did_you_mean
+from bench.errors import BenchError, valid_choices
 from bench.registry import Registry
 from bench.values import parse_number
 from methods.base import Method
@@ -38,10 +38,7 @@ def get(name: str, **overrides) -> Method:
     values = {}
     for key, value in overrides.items():
         if key not in fields:
-            raise BenchError(
-                f"method {name}: unknown hyperparameter {key!r}{did_you_mean(key, fields)}; "
-                f"valid: {', '.join(fields)}"
-            )
+            raise BenchError(f"method {name}: unknown hyperparameter {key!r}{valid_choices(key, fields)}")
         values[key] = _coerce(name, key, value, hints[key])
     try:
         return cls(**values)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench.errors import BenchError, did_you_mean
+from bench.errors import BenchError, valid_choices
 from bench.registry import Registry
 from bench.settings import Settings
 from bench.store import Store
@@ -109,8 +109,6 @@ def executor_options(executor: type[Executor], settings: Settings, suite_path: P
     for table, where in layers:
         for key, value in table.items():
             if key not in executor.OPTIONS:
-                valid = ", ".join(executor.OPTIONS)
-                raise BenchError(f"{where}: unknown key {executor.table}.{key}{did_you_mean(key, executor.OPTIONS)}; "
-                                 f"valid: {valid}")
+                raise BenchError(f"{where}: unknown key {executor.table}.{key}{valid_choices(key, executor.OPTIONS)}")
             options[key] = executor.OPTIONS[key].validate(value, f"{where}: {executor.table}.{key}")
     return options

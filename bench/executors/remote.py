@@ -24,7 +24,7 @@ import click
 
 from bench import resultfile
 from bench.collect import collect, refresh_running
-from bench.executors.base import Executor, RunContext
+from bench.executors.base import Executor
 from bench.executors.job import CellJob
 from bench.store import ACTIVE
 from bench.suite import Cell
