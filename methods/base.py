@@ -240,3 +240,18 @@ class LDAMFamily(Method):
         return losses.ldam_loss(
             inputs.logits, inputs.targets, inputs.class_counts, weight=inputs.weight, max_m=self.max_m, s=self.s
         )
+
+
+@dataclass(frozen=True)
+class KLFamily(Method):
+    """Methods with TRADES' robustness term ``KL(f(x) ‖ f(x′))`` between the clean and adversarial predictions.
+
+    kl_weight (float, 6.0): its weight β (named so because ``beta`` is the class-balanced β).
+    """
+
+    needs_clean_logits: ClassVar[bool] = True
+    kl_weight: float = 6.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check(self.kl_weight >= 0, "kl_weight", ">= 0")

@@ -2,13 +2,13 @@
 
 from dataclasses import dataclass
 
-from methods.base import LossInputs, Method
+from methods.base import KLFamily, LossInputs
 from methods.registry import register
 
 
 @register("mart")
 @dataclass(frozen=True)
-class MART(Method):
+class MART(KLFamily):
     """MART (Wang et al., ICLR 2020): boosted CE on adversarial examples + kl_weight (6) x KL(clean || adv)
     weighted by 1 - p_y(clean); cross-entropy attack from x + 0.001·N(0, 1) as the reference code.
 
@@ -17,13 +17,7 @@ class MART(Method):
 
     description = "MART: boosted CE(adv) + 6 x (1 - p_y) KL(clean || adv), uniform weights"
     prediction_loss = "mart"
-    needs_clean_logits = True
     attack_start_std = 0.001
-    kl_weight: float = 6.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._check(self.kl_weight >= 0, "kl_weight", ">= 0")
 
     def prediction(self, inputs: LossInputs):
         from methods import losses

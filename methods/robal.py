@@ -11,13 +11,13 @@ term) is our plain cosine head.
 
 from dataclasses import dataclass
 
-from methods.base import LossInputs, Method
+from methods.base import KLFamily, LossInputs
 from methods.registry import register
 
 
 @register("robal")
 @dataclass(frozen=True)
-class RoBal(Method):
+class RoBal(KLFamily):
     """RoBal (Wu et al., CVPR 2021): cosine classifier, margin + class-aware bias loss, TRADES regulariser,
     inference boundary adjustment.
 
@@ -28,19 +28,17 @@ class RoBal(Method):
 
     description = "RoBal: cosine classifier, margin + 1.2 log prior loss, 6 x TRADES KL, -0.1 log prior at test"
     prediction_loss = "robal"
-    needs_clean_logits = True
     classifier: str = "cosine"
     s: float = 10.0
     m: float = 0.1
     tau_b: float = 1.2
     tau_m: float = 0.0
-    kl_weight: float = 6.0
     tau_p: float = 0.1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check(self.s > 0, "s", "> 0")
-        for name in ("m", "tau_b", "tau_m", "kl_weight", "tau_p"):
+        for name in ("m", "tau_b", "tau_m", "tau_p"):
             self._check(getattr(self, name) >= 0, name, ">= 0")
 
     @property

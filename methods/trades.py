@@ -7,13 +7,13 @@ The loss is ``CE(f(x), y) + β·KL(f(x) ‖ f(x′))``; the attack maximises the
 
 from dataclasses import dataclass
 
-from methods.base import LossInputs, Method
+from methods.base import KLFamily, LossInputs
 from methods.registry import register
 
 
 @register("trades")
 @dataclass(frozen=True)
-class TRADES(Method):
+class TRADES(KLFamily):
     """TRADES (Zhang et al., ICML 2019): natural CE + kl_weight (6) x KL(clean || adversarial), KL attack.
 
     kl_weight (float, 6.0): β, weight of the KL robustness term.
@@ -21,14 +21,8 @@ class TRADES(Method):
 
     description = "TRADES: CE(clean) + 6 x KL(clean || adv), KL attack, uniform weights"
     prediction_loss = "trades"
-    needs_clean_logits = True
     attack_objective = "kl"
     attack_start_std = 0.001
-    kl_weight: float = 6.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._check(self.kl_weight >= 0, "kl_weight", ">= 0")
 
     def prediction(self, inputs: LossInputs):
         from methods import losses
