@@ -27,6 +27,15 @@ def valid_choices(value: str, choices: Iterable[str]) -> str:
     return f"{did_you_mean(value, choices)}; valid: {', '.join(choices)}"
 
 
+def check_keys(table: Iterable[str], allowed: Iterable[str], where: str, context: str = "") -> None:
+    """Raise the one-line error for the first key of ``table`` that is not ``allowed`` (``context`` follows the key,
+    e.g. " for kind pgd")."""
+    allowed = list(allowed)
+    for key in table:
+        if key not in allowed:
+            raise BenchError(f"{where}: unknown key {key!r}{context}{valid_choices(key, allowed)}")
+
+
 def unknown(kind: str, value: str, choices: Iterable[str], where: str = "") -> BenchError:
     """The error for a name that is not among the valid ones, listing them and a close match."""
     prefix = f"{where}: " if where else ""

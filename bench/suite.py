@@ -29,7 +29,7 @@ import methods
 from bench import accel
 from bench.attacks import AA_ATTACKS, AA_VERSIONS, ATTACKS, KINDS, AttackSpec
 from bench.data import DATASETS, parse_profile
-from bench.errors import BenchError, valid_choices
+from bench.errors import BenchError, check_keys, valid_choices
 from bench.guards import DEFAULT_GUARDS, GUARDS
 from bench.models import MODELS
 from bench.settings import Settings
@@ -117,9 +117,7 @@ def load_suite(
     path = Path(path)
     where = str(path)
     data = read_toml(path)
-    for key in data:
-        if key not in SUITE_KEYS:
-            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, SUITE_KEYS)}")
+    check_keys(data, SUITE_KEYS, where)
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise BenchError(f"{where}: name must be a non-empty string, got {name!r}")
@@ -131,8 +129,8 @@ def load_suite(
         raise BenchError(f"{where}: seeds must be a non-empty list of integers >= 0, got {suite_seeds!r}")
     suite_defaults = data.get("defaults", {})
     _check_table(suite_defaults, f"{where}: defaults")
-    _check_keys(settings.defaults, f"{settings.source}: defaults", allow_grid=False)
-    _check_keys(suite_defaults, f"{where}: defaults", allow_grid=False)
+    _check_keys(settings.defaults, f"{settings.source}: defaults")
+    _check_keys(suite_defaults, f"{where}: defaults")
     grids = data.get("grid")
     if not isinstance(grids, list) or not grids:
         raise BenchError(f"{where}: needs at least one [[grid]] table with dataset and method")
@@ -140,7 +138,7 @@ def load_suite(
     for g, grid in enumerate(grids):
         gwhere = f"{where}: grid[{g}]"
         _check_table(grid, gwhere)
-        _check_keys(grid, gwhere, allow_grid=True)
+        _check_keys(grid, gwhere)
         if "seed" in grid:
             raise BenchError(f"{gwhere}: set seeds with the top-level `seeds` list, not a grid key")
         for point in expand_grid(grid):
@@ -156,11 +154,9 @@ def _check_table(value: Any, where: str) -> None:
         raise BenchError(f"{where}: must be a table, got {value!r}")
 
 
-def _check_keys(table: Mapping[str, Any], where: str, allow_grid: bool) -> None:
-    allowed = [k for k in CELL_KEYS if k != "seed"]
-    for key in table:
-        if key not in allowed:
-            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, allowed)}")
+def _check_keys(table: Mapping[str, Any], where: str) -> None:
+    """Defaults, grids and ``--set`` may name any cell key but ``seed`` (the suite's ``seeds`` list sets it)."""
+    check_keys(table, [k for k in CELL_KEYS if k != "seed"], where)
 
 
 def expand_grid(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -298,9 +294,7 @@ def _attack(table: Any, where: str, allowed: Iterable[str]) -> dict[str, Any]:
     allowed = tuple(allowed)
     if not isinstance(table, dict):
         raise BenchError(f"{where}: must be a table like {{ kind = \"pgd\", eps = \"8/255\", alpha = \"2/255\", steps = 20 }}")
-    for key in table:
-        if key not in allowed:
-            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, allowed)}")
+    check_keys(table, allowed, where)
     kind = table.get("kind", "pgd")
     if kind not in TRAIN_ATTACK_KINDS:
         raise BenchError(f"{where}: kind = {kind!r} cannot train{valid_choices(str(kind), TRAIN_ATTACK_KINDS)}")
@@ -351,9 +345,7 @@ def eval_attack(table: Any, where: str) -> dict[str, Any]:
     allowed = ("kind", "eps", "name", *KINDS[kind].keys)
     if kind == "fgsm":
         allowed += ("alpha", "steps")  # accepted when they say what FGSM does: one step of size eps
-    for key in table:
-        if key not in allowed:
-            raise BenchError(f"{where}: unknown key {key!r} for kind {kind}{valid_choices(key, allowed)}")
+    check_keys(table, allowed, where, f" for kind {kind}")
     out: dict[str, Any] = {"kind": kind, "eps": _nonnegative(table, "eps", where)}
     if kind in ("pgd", "pgd-cw"):
         out["alpha"] = _nonnegative(table, "alpha", where)
@@ -470,5 +462,5 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             layer[parts[0]] = value
         else:
             raise BenchError(f"--set {key}: only one level of nesting (e.g. method_args.lam=1)")
-    _check_keys(layer, "--set", allow_grid=False)
+    _check_keys(layer, "--set")
     return layer

@@ -87,7 +87,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_ndtr, ndtr
 
-from bench.errors import BenchError, valid_choices
+from bench.errors import BenchError, check_keys, valid_choices
 from bench.values import parse_number, read_toml
 
 NORMS = ("linf", "l2")
@@ -378,9 +378,7 @@ def validate_grid(grid: Mapping[str, Any], where: str = "theory grid") -> dict[s
     """
     if not isinstance(grid, Mapping):
         raise BenchError(f"{where}: must be a table of lists such as d = [1, 10], got {grid!r}")
-    for key in grid:
-        if key not in THEORY_KEYS:
-            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, THEORY_KEYS)}")
+    check_keys(grid, THEORY_KEYS, where)
     rules = {
         "d": (lambda v: isinstance(v, int) and v >= 1, "integers >= 1"),
         "eta": (lambda v: v > 0, "numbers > 0"),
@@ -556,9 +554,7 @@ def load_theory_suite(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     where = str(path)
     data = read_toml(path)
-    for key in data:
-        if key not in SUITE_KEYS:
-            raise BenchError(f"{where}: unknown key {key!r}{valid_choices(key, SUITE_KEYS)}")
+    check_keys(data, SUITE_KEYS, where)
     if data.get("kind") != "theory":
         raise BenchError(f"{where}: kind = {data.get('kind')!r}; a theory suite needs kind = \"theory\"")
     name = data.get("name")

@@ -145,9 +145,9 @@ def test_posthoc_logit_adjustment_trains_with_plain_ce():
 
 @pytest.mark.parametrize("overrides", [{}, {"m": 0.2, "s": 5.0, "tau_b": 0.0, "tau_m": 1.0, "kl_weight": 2.0}])
 def test_robal_loss_is_margin_bias_ce_plus_trades_kl(overrides):
-    cos_adv = torch.tanh(batch(9)[0]).detach().requires_grad_(True)  # cosines in [-1, 1]
-    cos_clean = torch.tanh(batch(9)[1]).detach()
-    y = batch(9)[2]
+    adv, clean, y = batch(9)
+    cos_adv = torch.tanh(adv).detach().requires_grad_(True)  # cosines in [-1, 1]
+    cos_clean = torch.tanh(clean).detach()
     got = loss_of("robal", cos_adv, cos_clean, y, **overrides).item()
     p = {"s": 10.0, "m": 0.1, "tau_b": 1.2, "tau_m": 0.0, "kl_weight": 6.0, **overrides}
     total, n_min = sum(COUNTS), min(COUNTS)
