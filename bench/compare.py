@@ -4,7 +4,7 @@ What is compared. A *cell* is one (suite, dataset, imbalance, model, adversarial
 method A and method B in the same cell are paired **by seed value** (seed 3 of A with seed 3 of B — a seed
 that one method lacks is reported as unpaired and never shifts the other pairs). For every cell with pairs and
 every selected metric — ``standard|robust`` × ``overall|under|well``, group accuracies from
-:func:`bench.metrics.group_accuracies` (the one place for the group formula), in percent — the table holds:
+:func:`bench.analysis.metrics.group_accuracies` (the one place for the group formula), in percent — the table holds:
 
 * the means of A and of B over the paired seeds, and the paired difference A − B (percentage points) with a
   95 % t interval, ``mean ± t_{0.975, n-1} · sd / sqrt(n)`` (``scipy.stats.t``);
@@ -45,14 +45,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import click
 import jinja2
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from bench.errors import BenchError, unknown
-from bench.metrics import class_groups, group_accuracies
+from bench.analysis.metrics import class_groups, group_accuracies
 
 KINDS = ("standard", "robust")
 GROUP_ORDER = ("overall", "under", "well")
@@ -298,8 +297,8 @@ def build_comparison(
 ) -> Comparison:
     """Pair A's and B's finished runs by seed in every cell and compute the statistics of each metric.
 
-    ``results`` is :func:`bench.store.load_results` output (finished runs only); ``runs`` (optional,
-    :func:`bench.store.load_runs` output) lets notes say what became of a seed that one method lacks.
+    ``results`` is :func:`bench.results.read.load_results` output (finished runs only); ``runs`` (optional,
+    :func:`bench.results.read.load_runs` output) lets notes say what became of a seed that one method lacks.
     Raises :class:`BenchError` when no cell holds a pair.
     """
     metrics = tuple(metrics)
@@ -465,7 +464,7 @@ def compare(
     per_class: bool = False,
 ) -> Comparison:
     """Load a database, validate the names and build the comparison (what the CLI and the report call)."""
-    from bench.store import load_results, load_runs  # the store pulls in SQLAlchemy; keep import light
+    from bench.results.read import load_results, load_runs  # the store pulls in SQLAlchemy; keep import light
 
     metrics = parse_metrics(metrics)
     if a == b:
@@ -887,52 +886,3 @@ def write_compare(comparison: Comparison, path: str | os.PathLike, fmt: str | No
     path = Path(path)
     write_atomic(path, render(comparison, format_for(path, fmt)))
     return path
-
-
-# -- command line ----------------------------------------------------------------------------------------------
-
-
-@click.command("compare")
-@click.argument("a")
-@click.argument("b")
-@click.option("--db", "db", metavar="URL", default=None, help="Results database (default: bench.toml's db).")
-@click.option("--suite", metavar="NAME", default=None, help="Only runs of this suite.")
-@click.option("--metric", "metric", metavar="NAME", multiple=True,
-              help=f"Metric(s), repeatable or comma-separated: {', '.join(METRICS)} "
-                   f"(default: {','.join(DEFAULT_METRICS)}).")
-@click.option("--attack", metavar="LABEL", default=None,
-              help="Attack label used for robust_* (default: each run's first evaluation attack).")
-@click.option("--per-class", is_flag=True, help="Also the paired difference per class, for each cell.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Output format (default: a terminal table, or the --out file's suffix).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file (atomically) instead of the terminal.")
-def compare_command(a, b, db, suite, metric, attack, per_class, fmt, out) -> None:
-    """Paired comparison of methods A and B, cell by cell, over the seeds both finished.
-
-    Differences are A − B in percentage points with 95% t intervals; paired t-test and Wilcoxon p-values are
-    Holm-corrected across the cells of each metric. Unpaired seeds and one-method cells are listed, not dropped.
-    """
-    if db is None:
-        from bench.settings import load_settings
-
-        db = load_settings().db
-    comparison = compare(db, a, b, suite=suite, metrics=metric, attack=attack, per_class=per_class)
-    fmt = format_for(out, fmt)
-    if out is not None:
-        write_compare(comparison, out, fmt)
-        click.echo(f"wrote {out}")
-        for line in comparison.summary_lines():
-            click.echo(line)
-        return
-    if fmt == "table":
-        from rich.console import Console
-
-        console = Console(highlight=False)
-        if not console.is_terminal:  # piped or captured: plain text wide enough not to fold the tables
-            click.echo(render_text(comparison), nl=False)
-            return
-        for item in table_renderables(comparison):
-            console.print(item)
-        return
-    click.echo(render(comparison, fmt), nl=False)

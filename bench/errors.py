@@ -15,6 +15,10 @@ class BenchError(ValueError):
     """A mistake the user can fix; the message is shown as is, on one line."""
 
 
+class Diverged(RuntimeError):
+    """The training loss went NaN: the cell's outcome is ``diverged`` (data, not a crash)."""
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' suffix when a close match exists, else ''."""
     match = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)

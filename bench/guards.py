@@ -6,8 +6,8 @@ Pure functions over per-sample flags (``{label: bool[n]}``, ``clean`` first, as 
 * :func:`class_correct` — per-class counts of a flag vector;
 * :func:`pgd_aa_gap` — robust accuracy under PGD minus under AutoAttack, overall and per class.
 
-Readers over a results database, tidy like :func:`bench.store.load_results`: :func:`worst_case_frame`
-(``attack = "worst-case"``), :func:`pgd_aa_gap_frame`, and :func:`bench.store.load_guards`.
+Readers over a results database, tidy like :func:`bench.results.read.load_results`: :func:`worst_case_frame`
+(``attack = "worst-case"``), :func:`pgd_aa_gap_frame`, and :func:`bench.results.read.load_guards`.
 
 Guards are computed per run at the end of evaluation (``bench run``, ``bench evaluate``) and stored in the
 ``guards`` table; the cell key ``guards`` lists which (default :data:`DEFAULT_GUARDS`), and each runs only where it
@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from bench.attacks import AttackSpec
 from bench.data import PreparedData, derived_seed
 from bench.registry import Registry
-from bench.store import RESULT_COLUMNS, load_guards, load_results, load_sample_flags
+from bench.results.read import RESULT_COLUMNS, load_guards, load_results, load_sample_flags
 
 __all__ = [
     "DEFAULT_GUARDS", "GUARDS", "Guard", "GuardContext", "GuardResult", "class_correct", "guard_names",

@@ -16,8 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, Tim
 from rich.progress import Progress as RichProgress
 
 if TYPE_CHECKING:
-    from bench.store import CellResult
-    from bench.suite import Cell
+    from bench.cell import Cell, CellResult
 
 
 def _duration(seconds: float) -> str:

@@ -8,36 +8,31 @@ stored) or ``interrupted`` (Ctrl-C). The grid goes on after a failure unless ``d
 process leaves its cell ``running`` with a checkpoint; the next run sees the process is gone, claims the cell
 and resumes from the last finished epoch.
 
-Every outcome but ``interrupted`` is first written to the cell's result file (:mod:`bench.resultfile`) and then
-ingested into the database, so a process killed between the two loses nothing: the next run (or ``bench
-collect``) ingests the file instead of running the cell again. Remote workers (:mod:`bench.executors`) use the
-same :func:`deliver` and skip the database unless it is a server.
+The claim, heartbeat and delivery of every cell go through :class:`bench.results.ledger.Ledger`, the same API
+the remote executors' drivers and jobs use: an outcome is written to the cell's result file first and then to the
+database, so a process killed between the two loses nothing.
 """
 
 from __future__ import annotations
 
 import resource
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 import methods
-from bench import resultfile
-from bench.collect import collect
+from bench.cell import Cell, CellResult, Status
 from bench.data import prepare
-from bench.errors import BenchError
 from bench.evaluate import attack_specs, evaluate, feature_dump
 from bench.guards import GuardContext, run_guards
 from bench.progress import Progress
 from bench.provenance import provenance
 from bench.settings import Settings
-from bench.store import CellResult, Store
-from bench.suite import Cell
-from bench.train import Diverged, save_final, train
+from bench.results.ledger import Ledger
+from bench.results.store import Store
+from bench.train import save_final, train
 
 
 @dataclass
@@ -82,7 +77,7 @@ def run_cell(
     features = feature_dump(outcome.model, data, config)
     save_final(outcome.model, run_dir)
     return CellResult(
-        status="done",
+        status=Status.DONE,
         class_names=data.class_names,
         train_counts=data.train_counts,
         test_labels=data.test_y.cpu().numpy(),
@@ -100,22 +95,6 @@ def run_cell(
     )
 
 
-def failure_result(exc: BaseException) -> CellResult:
-    """The outcome of a cell whose training raised: ``diverged`` on NaN, ``failed`` (with its traceback) else."""
-    if isinstance(exc, Diverged):
-        return CellResult(status="diverged", error=str(exc))
-    if isinstance(exc, BenchError):  # e.g. a dataset that cannot be loaded: a user problem, not a crash
-        return CellResult(status="failed", error=str(exc))
-    return CellResult(status="failed", error="".join(traceback.format_exception(exc)))
-
-
-def deliver(cell: Cell, result: CellResult, run_dir: Path, store: Store | None, worker: str | None = None) -> None:
-    """Hand a cell's outcome on: its result file first (durable, atomic), then the database when given one."""
-    resultfile.write_result(run_dir, cell.record(), result)
-    if store is not None:
-        store.ingest(cell.record(), result, worker)
-
-
 def run_cells(
     cells: list[Cell],
     store: Store,
@@ -128,38 +107,32 @@ def run_cells(
 ) -> RunSummary:
     """Run every cell not yet done, in order; returns how many ended in each status."""
     store.create()
+    ledger = Ledger(store, settings.run_dir)
     summary = RunSummary()
-    collect(store, settings.run_dir, [c.cell_hash for c in cells])  # results a killed run left in files
-    statuses = store.statuses([c.cell_hash for c in cells])
-    todo = [c for c in cells if statuses.get(c.cell_hash) != "done"]
+    todo = ledger.pending(cells)  # ingests what a killed run left in result files first
     summary.counts["skipped"] = len(cells) - len(todo)
     progress = progress or Progress(enabled=False)
     with progress.session(total=len(todo), skipped=len(cells) - len(todo)):
         for cell in todo:
-            if not store.claim(cell.record()):
+            if not ledger.claim(cell):
                 summary.add("busy")
                 progress.cell_skipped(cell, "done or running in another process")
                 continue
-            resultfile.discard(settings.run_dir, cell.cell_hash)
             progress.cell_started(cell)
 
             def on_epoch(done: int, total: int, row: dict, cell: Cell = cell) -> None:
-                store.heartbeat(cell.cell_hash, done)
+                ledger.heartbeat(cell, done)
                 progress.epoch(done, total, row)
 
+            def work(cell: Cell = cell) -> CellResult:
+                return run_cell(cell, settings, device, on_epoch, download)
+
             try:
-                result = run_cell(cell, settings, device, on_epoch, download)
+                result = ledger.settle(cell, work, reraise=debug)
             except KeyboardInterrupt:
-                store.finish(cell.cell_hash, CellResult(status="interrupted", error="interrupted by the user"))
-                summary.add("interrupted")
-                progress.cell_finished(cell, "interrupted")
+                summary.add(Status.INTERRUPTED)
+                progress.cell_finished(cell, Status.INTERRUPTED)
                 raise
-            except Exception as exc:  # noqa: BLE001 - a failed cell is data; the grid goes on
-                result = failure_result(exc)
-                if debug and not isinstance(exc, Diverged):
-                    deliver(cell, result, settings.run_dir, store)
-                    raise
-            deliver(cell, result, settings.run_dir, store)
             summary.add(result.status)
             progress.cell_finished(cell, result.status, result)
     return summary

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
-import hashlib
 import itertools
 import json
 import tomllib
@@ -26,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import methods
-from bench import accel
+from bench import accel_keys
+from bench.cell import Cell, cell_hash
 from bench.attacks import AA_ATTACKS, AA_VERSIONS, ATTACKS, KINDS, AttackSpec
 from bench.data import DATASETS, parse_profile
 from bench.errors import BenchError, check_keys, valid_choices
 from bench.guards import DEFAULT_GUARDS, GUARDS
 from bench.models import MODELS
 from bench.settings import Settings
-from bench.store import CellRecord
 from bench.values import parse_number, read_toml
 
 # ``slurm`` and ``ray``: the suite's executor tables over bench.toml's (bench.executors); never part of a cell.
@@ -59,7 +58,7 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "method_args": {},
     "dataset_args": {},
     "features": 0,  # penultimate features of this many train and test points to keep (t-SNE); 0 = none
-    **accel.ACCEL_DEFAULTS,  # precision, eval_precision, compile, channels_last: speed knobs (bench.accel)
+    **accel_keys.ACCEL_DEFAULTS,  # precision, eval_precision, compile, channels_last: speed knobs (bench.accel)
 }
 # ``guards`` (names from bench.guards.GUARDS, default DEFAULT_GUARDS) is a cell key without a built-in default
 # entry: it appears in a resolved config only when it differs from the default, so adding it changed no cell hash.
@@ -69,32 +68,6 @@ TABLE_KEYS = ("train_attack", "method_args", "dataset_args")
 ATTACK_KEYS = ("kind", "eps", "name", *dict.fromkeys(k for kind in KINDS.values() for k in kind.keys))
 TRAIN_ATTACK_KEYS = ("kind", "eps", "alpha", "steps", "random_start", "bn_mode")
 TRAIN_ATTACK_KINDS = ("pgd",)  # training runs bench.attacks.pgd itself
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One method × dataset × imbalance × seed × … configuration, fully resolved."""
-
-    config: dict
-    cell_hash: str
-
-    def __getitem__(self, key: str) -> Any:
-        return self.config[key]
-
-    @property
-    def adversarial(self) -> bool:
-        return self.config["train_attack"] != "none"
-
-    def record(self) -> CellRecord:
-        c = self.config
-        return CellRecord(
-            cell_hash=self.cell_hash, suite=c["suite"], method=c["method"], dataset=c["dataset"],
-            imbalance=c["imbalance"], seed=c["seed"], model=c["model"], adversarial=self.adversarial, config=c,
-        )
-
-    def label(self) -> str:
-        c = self.config
-        return f"{c['method']} · {c['dataset']} {c['imbalance']} · seed {c['seed']}"
 
 
 @dataclass(frozen=True)
@@ -259,7 +232,7 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
             del c["guards"]
         else:
             c["guards"] = guards
-    c.update(accel.validate(c, where))
+    c.update(accel_keys.validate(c, where))
     _check_table(c["method_args"], f"{where}: method_args")
     _check_table(c["dataset_args"], f"{where}: dataset_args")
     plugin = DATASETS.get(c["dataset"])
@@ -412,14 +385,6 @@ def _guards(value: Any, where: str) -> list[str]:
 def attack_label(attack: Mapping[str, Any]) -> str:
     """The label results are stored under: the attack's ``name``, else its kind's label (``pgd-20``, ``fgsm``)."""
     return AttackSpec.from_table(attack).label
-
-
-def cell_hash(config: Mapping[str, Any]) -> str:
-    """The cell's identity: a hash of its fully resolved configuration, less the speed keys that do not change
-    what a result means (:func:`bench.accel.identity_view`: ``compile`` and ``channels_last`` always, the
-    precisions at their defaults). So adding those keys changed no existing cell's hash, and switching compilation
-    on or off, like changing the device or ``--workers``, finds the same cells done."""
-    return hashlib.sha256(json.dumps(accel.identity_view(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def select(cells: list[Cell], only: Iterable[str]) -> list[Cell]:

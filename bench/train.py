@@ -26,16 +26,13 @@ import torch
 from bench import accel
 from bench.attacks import pgd
 from bench.data import PreparedData, derived_seed
+from bench.errors import Diverged
 from bench.models import Classifier, build_model
 from methods import LossInputs, Method
 from methods.samplers import SAMPLERS
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final.pt"
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def lr_at(epoch: int, config: dict[str, Any]) -> float:

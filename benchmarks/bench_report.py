@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert
 
-from bench.store import ClassMetric, EpochMetric, Run, Store
+from bench.results.schema import ClassMetric, EpochMetric, Run
+from bench.results.store import Store
 
 IMBALANCES = {  # training examples per class, CIFAR-10 style (5,000 for the largest class)
     "step-10": [5000] * 5 + [500] * 5,

@@ -45,7 +45,7 @@ def store_url(request, tmp_path):
 
 
 def record(i: int, suite: str = "conc"):
-    from bench.store import CellRecord
+    from bench.cell import CellRecord
 
     config = {"suite": suite, "method": "ce", "dataset": "digits", "imbalance": "step-10", "seed": i,
               "model": "linear", "epochs": 2, "eval_attacks": []}
@@ -55,7 +55,7 @@ def record(i: int, suite: str = "conc"):
 
 def result(i: int, status: str = "done"):
     """A finished cell with every kind of row: class metrics, flags, curves, guards, features."""
-    from bench.store import CellResult
+    from bench.cell import CellResult
 
     rng = np.random.default_rng(i)
     labels = np.repeat(np.arange(3), 10)

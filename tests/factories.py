@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bench.store import CellRecord, CellResult, Store
+from bench.cell import CellRecord, CellResult
+from bench.results.store import Store
 
 
 def add_run(

@@ -13,10 +13,11 @@ import pytest
 from backends import record, result, store_url  # noqa: F401 - store_url is a fixture
 from click.testing import CliRunner
 
-from bench import resultfile
+from bench.results import files as resultfile
 from bench.cli import cli
-from bench.collect import collect
-from bench.store import Store, load_results
+from bench.results.collect import collect
+from bench.results.read import load_results
+from bench.results.store import Store
 
 
 def test_a_result_file_round_trips_every_field(tmp_path):
@@ -140,7 +141,7 @@ def test_a_run_killed_between_result_file_and_database_loses_nothing(tmp_path, m
     """The result file is written first; if the process dies before the database write, the next run ingests
     the file instead of training the cell again."""
     import bench.runner as runner
-    from bench.store import Store as StoreClass
+    from bench.results.store import Store as StoreClass
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bench.toml").write_text('[bench]\ndb = "sqlite:///results/bench.db"\nrun_dir = "runs"\n')

@@ -15,7 +15,6 @@ from scipy import stats
 from bench.compare import (
     build_comparison,
     compare,
-    compare_command,
     fmt_ci,
     fmt_diff,
     fmt_p,
@@ -26,8 +25,10 @@ from bench.compare import (
     render,
     render_compare_html,
 )
+from bench.cli.compare import compare_command
 from bench.errors import BenchError
-from bench.store import Store, load_results
+from bench.results.read import load_results
+from bench.results.store import Store
 try:  # tests/ is a rootdir-relative package in some layouts, a plain folder on sys.path in others
     from tests.factories import add_run, flags_for_accuracy
 except ModuleNotFoundError:

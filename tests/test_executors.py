@@ -20,9 +20,10 @@ import torch
 from backends import store_url  # noqa: F401 - fixture
 from click.testing import CliRunner
 
-from bench import resultfile
+from bench.results import files as resultfile
 from bench.cli import cli
-from bench.store import Store, load_results
+from bench.results.read import load_results
+from bench.results.store import Store
 
 SUITE = """
 name = "tiny"
@@ -86,7 +87,7 @@ def runs(project: Path) -> list[tuple]:
     store = Store(db_url(project))
     from sqlalchemy import select
 
-    from bench.store import Run
+    from bench.results.schema import Run
 
     with store.session(write=False) as session:
         return [tuple(r) for r in session.execute(select(Run.method, Run.status, Run.worker, Run.epochs_done)
@@ -360,7 +361,7 @@ def test_a_killed_job_fails_its_cell_and_the_next_run_resumes_it(project):
     # resumed, not restarted: the epochs trained before the kill keep their measured times
     from sqlalchemy import select
 
-    from bench.store import EpochMetric
+    from bench.results.schema import EpochMetric
 
     with Store(db_url(project)).session(write=False) as session:
         seconds = list(session.execute(select(EpochMetric.seconds).order_by(EpochMetric.epoch)).scalars())

@@ -22,10 +22,10 @@ from click.testing import CliRunner
 from factories import add_run, trained_linear_digits
 
 import methods
-from bench.cli import LAZY_COMMANDS, cli
+from bench.cli import cli
 from bench.errors import BenchError
 from bench.evaluate import attack_specs, evaluate
-from bench.evaluation_cmd import evaluate_command
+from bench.cli.evaluate import evaluate_command
 from bench.guards import (
     DEFAULT_GUARDS,
     GUARDS,
@@ -39,7 +39,8 @@ from bench.guards import (
     worst_case_frame,
     zero_gradient_flags,
 )
-from bench.store import Store, load_results, load_sample_flags
+from bench.results.read import done_runs, load_results, load_sample_flags
+from bench.results.store import Store
 from bench.suite import eval_attack
 
 N_TEST = 200  # test images the guard tests attack
@@ -192,7 +193,7 @@ def test_worst_case_and_gap_frames_from_stored_flags(tmp_path):
     config = {"eval_attacks": [{"kind": "pgd", "eps": 0.1, "alpha": 0.1, "steps": 2, "random_start": True}]}
     add_run(store, method="ce", seed=0, test_labels=labels, train_counts=[10, 2], config=config,
             correct={"clean": [1, 1, 1, 0], "pgd-2": [1, 0, 1, 0]})
-    run_id = store.done_runs()[0].id
+    run_id = done_runs(store)[0].id
     aa_table = {"kind": "autoattack", "eps": 0.1, "version": "standard"}
     added = store.add_evaluation(run_id, correct={"autoattack": np.array([1, 0, 0, 0], bool), "pgd-2": np.zeros(4, bool)},
                                  attack_specs={"autoattack": aa_table}, class_names=["0", "1"], train_counts=[10, 2],
@@ -372,7 +373,6 @@ def test_bench_evaluate_bad_input_is_one_line(project, monkeypatch, args, messag
     result = evaluate_cli(*args)
     assert isinstance(result.exception, BenchError) and result.exit_code != 0
     assert pd.Series([str(result.exception)]).str.contains(message).all(), str(result.exception)
-    # through the bench group (once `evaluate` is in LAZY_COMMANDS): one line, exit status 2
-    monkeypatch.setitem(LAZY_COMMANDS, "evaluate", "bench.evaluation_cmd:evaluate_command")
+    # through the bench group: one line, exit status 2
     grouped = CliRunner().invoke(cli, ["evaluate", *args])
     assert grouped.exit_code == 2 and grouped.output.startswith("Error: ") and grouped.output.count("\n") == 1

@@ -24,12 +24,14 @@ from factories import add_run, flags_for_accuracy
 from sqlalchemy import text
 
 from bench.errors import BenchError
-from bench.metrics import group_accuracies
-from bench.report import make_report, report_command, resources
+from bench.analysis.metrics import group_accuracies
+from bench.cli.report import report_command
+from bench.report import make_report, resources
 from bench.report import render as render_module
 from bench.report.load import load_report_data
 from bench.report.tables import run_accuracies
-from bench.store import Store, load_results
+from bench.results.read import load_results
+from bench.results.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = np.repeat(np.arange(10), 10)  # 10 test samples per class
@@ -728,7 +730,8 @@ def test_html_renders_in_a_browser(reports):
 
 def test_flagged_guards_mark_the_row(tmp_path):
     """A run whose robustness guard fired is marked in its row's notes, in every format."""
-    from bench.store import GuardRow, Store
+    from bench.results.schema import GuardRow
+    from bench.results.store import Store
     from bench.report.build import make_report
 
     url = f"sqlite:///{tmp_path / 'g.db'}"

@@ -22,7 +22,8 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import cli
-from bench.store import load_results, unpack_flags
+from bench.results.read import load_results
+from bench.results.schema import unpack_flags
 
 TINY = """
 name = "tiny"
@@ -283,7 +284,7 @@ def test_list_methods_and_show(project):
 
 
 def test_feature_dumps_are_shared_points_across_methods(project):
-    from bench.store import load_features
+    from bench.results.read import load_features
 
     file = suite(project)
     assert bench("run", str(file), "--quiet", "--set", "features=40").exit_code == 0

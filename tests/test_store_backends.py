@@ -19,17 +19,9 @@ from sqlalchemy import func, select
 
 from bench.cli import cli
 from bench.errors import BenchError
-from bench.store import (
-    ClassMetric,
-    EpochMetric,
-    GuardRow,
-    Run,
-    SampleFlags,
-    Store,
-    load_guards,
-    load_results,
-    load_sample_flags,
-)
+from bench.results.read import load_guards, load_results, load_sample_flags
+from bench.results.schema import ClassMetric, EpochMetric, GuardRow, Run, SampleFlags
+from bench.results.store import Store
 
 
 def counts(store: Store) -> dict[str, int]:

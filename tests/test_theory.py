@@ -1,6 +1,6 @@
-"""bench.theory: the numeric optimum of Section 3's model against independent computations, and the suite file.
+"""bench.analysis.theory: the numeric optimum of Section 3's model against independent computations, and the suite file.
 
-Independent references used here (none calls bench.theory's error integrals):
+Independent references used here (none calls bench.analysis.theory's error integrals):
 
 * a brute-force grid over b of the weighted adversarial risk, written below with ``math.erf`` from explicit
   vectors w = 1, μ = (η, …, η) and the worst-case perturbation of each norm ball;
@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
-from bench.theory import (
+from bench.analysis.theory import (
     check_theorems,
     classwise_errors,
     closed_form_bias,

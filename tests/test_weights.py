@@ -231,10 +231,10 @@ def test_schedule_uses_fixed_under_weight_when_set():
 
 
 def test_report_grouping_matches_well_represented():
-    """bench.metrics.class_groups (vectorised) and methods.weights.well_represented give the same split."""
+    """bench.analysis.metrics.class_groups (vectorised) and methods.weights.well_represented give the same split."""
     import pandas as pd
 
-    from bench.metrics import class_groups
+    from bench.analysis.metrics import class_groups
     from methods.weights import well_represented
 
     profiles = [[5, 5, 1, 1], [1, 9, 9, 1, 3], [7, 7, 7], [50, 3, 50, 3, 50, 3], [2, 1]]

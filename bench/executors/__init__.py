@@ -9,7 +9,7 @@ module here that registers itself:
 * ``ray`` (:mod:`.ray`) — one Ray task per cell with its GPU share.
 
 Whatever runs a cell, its outcome reaches the database the same way: a result file written atomically into the
-run folder, ingested by the one driver (:mod:`bench.collect`); with a database server, workers may also write it
+run folder, ingested by the one driver (:mod:`bench.results.collect`); with a database server, workers may also write it
 directly. Submitit and Ray are imported only by the executors that use them.
 """
 

@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 from bench.errors import BenchError, valid_choices
 from bench.registry import Registry
 from bench.settings import Settings
-from bench.store import Store
-from bench.suite import Cell
+from bench.results.store import Store
+from bench.cell import Cell
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """One cell as a picklable job: what a Slurm array task, a submitit local job or a Ray task runs.
 
 The job trains and evaluates its cell with :func:`bench.runner.run_cell`, keeps ``state.json`` current (so the
-driver can show it running at its epoch), and hands the outcome to :func:`bench.runner.deliver`: the result file
-always, the database only when it is a server (PostgreSQL) — a worker never opens a SQLite file, which may sit
-on a network filesystem shared by many nodes.
+driver can show it running at its epoch), and settles the outcome through :class:`bench.results.ledger.Ledger`:
+the result file always, the database only when it is a server (PostgreSQL) — a worker never opens a SQLite file,
+which may sit on a network filesystem shared by many nodes.
 
 Pre-emption and time-outs: submitit sends the job a signal before Slurm stops it and calls
 ``__submitit_checkpoint__``, which asks for the same job again; Slurm requeues it and it resumes from the cell's
@@ -13,14 +13,12 @@ last epoch checkpoint (``runs/<cell>/checkpoint.pt``, written atomically every e
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from bench import resultfile
+from bench.cell import CellResult
+from bench.results import files
 from bench.settings import Settings
-from bench.store import CellResult
 
 
 def submitit_tag(engine: str) -> str:
@@ -55,54 +53,37 @@ class CellJob:
     def __call__(self) -> str:
         import torch
 
+        from bench.cell import Cell
         from bench.provenance import resolve_device
-        from bench.runner import deliver, failure_result, run_cell
-        from bench.store import Store
-        from bench.suite import Cell
+        from bench.results.ledger import Ledger
+        from bench.results.store import Store
+        from bench.runner import run_cell
 
         threads = int(os.environ.get("BENCH_THREADS", 0)) or self.settings.threads
         if threads:
             torch.set_num_threads(threads)
         cell = Cell(self.config, self.cell_hash)
         tag = TAGGERS[self.engine](self.engine)
-        run_dir = self.settings.run_dir
-        store = Store(self.db_url) if self.db_url else None
-        finished = self._finished_before(run_dir)
+        ledger = Ledger(Store(self.db_url) if self.db_url else None, self.settings.run_dir)
+        finished = ledger.finished_before(cell)
         if finished is not None:  # requeued after its result was written (the driver discards older files)
-            if store is not None:
-                store.ingest(cell.record(), finished, tag)
+            ledger.redeliver(cell, finished, tag)
             return finished.status
-        previous = resultfile.read_state(run_dir, self.cell_hash) or {}
-        starts = int(previous.get("starts", 0)) + 1 if previous.get("worker") == tag else 1
-        resultfile.write_state(run_dir, self.cell_hash, status="running", worker=tag, host=socket.gethostname(),
-                               pid=os.getpid(), epochs_done=previous.get("epochs_done", 0) if starts > 1 else 0,
-                               epochs=self.config["epochs"], starts=starts)
-        if store is not None:
-            store.mark_running(self.cell_hash, tag, 0)
+        ledger.start_job(cell, tag)
 
         def on_epoch(done: int, total: int, row: dict) -> None:
-            resultfile.write_state(run_dir, self.cell_hash, epochs_done=done)
-            if store is not None:
-                store.mark_running(self.cell_hash, tag, done)
+            ledger.report_running(cell, tag, done)
 
-        try:
-            result = run_cell(cell, self.settings, resolve_device(self.device), on_epoch, self.download)
-        except Exception as exc:  # noqa: BLE001 - a failed cell is data (pre-emption is SystemExit: not caught)
-            result = failure_result(exc)
-        deliver(cell, result, run_dir, store, tag)
-        resultfile.write_state(run_dir, self.cell_hash, status=result.status)
+        def work() -> CellResult:
+            return run_cell(cell, self.settings, resolve_device(self.device), on_epoch, self.download)
+
+        result = ledger.settle(cell, work, worker=tag, interruptible=False)
+        ledger.end_job(cell, result)
         return result.status
-
-    def _finished_before(self, run_dir: Path) -> CellResult | None:
-        """The outcome this job already wrote, if a pre-emption hit it between its result file and its exit."""
-        try:
-            return resultfile.read_result(resultfile.result_path(run_dir, self.cell_hash))[1]
-        except (OSError, resultfile.UnreadableResult):
-            return None
 
     def __submitit_checkpoint__(self, *args: Any, **kwargs: Any):
         """Timed out or pre-empted: requeue the same job; it resumes from the cell's last epoch checkpoint."""
         import submitit
 
-        resultfile.write_state(self.settings.run_dir, self.cell_hash, status="requeued")
+        files.write_state(self.settings.run_dir, self.cell_hash, status="requeued")
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)

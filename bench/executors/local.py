@@ -1,7 +1,7 @@
 """``--executor local`` (the default): this machine; ``--workers N`` runs N worker processes, one results database.
 
 Each worker is an ordinary ``bench run`` of the same suite and selection: workers claim cells from the database
-one at a time (a conditional write, see :meth:`bench.store.Store.claim`), so no cell runs twice and a worker
+one at a time (a conditional write, see :meth:`bench.results.store.Store.claim`), so no cell runs twice and a worker
 that dies leaves its cell to be resumed. With CUDA devices, worker ``i`` sees GPU ``i mod n_gpus`` only
 (``CUDA_VISIBLE_DEVICES``) — more workers than GPUs packs several small cells on each GPU; on the CPU the cores
 are split between the workers (``BENCH_THREADS``).

@@ -17,7 +17,7 @@ import socket
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from bench import resultfile
+from bench.results import files
 from bench.errors import BenchError
 from bench.executors.base import EXECUTORS, Option, at_least
 from bench.executors.job import CellJob
@@ -29,7 +29,7 @@ CONNECT_TIMEOUT_S = 5.0
 def run_job(job: CellJob) -> bytes:
     """The Ray task: run the cell, return its result file's bytes."""
     job()
-    return resultfile.result_path(job.settings.run_dir, job.cell_hash).read_bytes()
+    return files.result_path(job.settings.run_dir, job.cell_hash).read_bytes()
 
 
 def check_address(address: str) -> None:
@@ -84,10 +84,10 @@ class RayBackend(Backend):
             except Exception as exc:  # noqa: BLE001 - a task that raised or whose worker died: the cell's failure
                 self.errors[id(ref)] = " ".join(str(exc).split())[-500:]
                 continue
-            cell_hash = resultfile.loads(data)[0].cell_hash
-            path = resultfile.result_path(self.options["run_dir"], cell_hash)
+            cell_hash = files.loads(data)[0].cell_hash
+            path = files.result_path(self.options["run_dir"], cell_hash)
             if not path.exists():  # the worker's run folder is not this one
-                resultfile.write_atomic(path, data)
+                files.write_atomic(path, data)
         return ready
 
     def failure(self, handle: Any) -> str:

@@ -2,7 +2,7 @@
 
 The driver is the database's one writer. It
 
-1. ingests result files a previous driver left (:func:`bench.collect.collect`) and leaves out cells that are done
+1. ingests result files a previous driver left (:meth:`bench.results.ledger.Ledger.sync`) and leaves out cells that are done
    or still queued/running in a live job of an earlier submission (it waits for those too);
 2. submits one job per remaining cell (:class:`~bench.executors.job.CellJob`) — all at once where the scheduler
    caps concurrency itself (a Slurm array's ``%N``), else at most ``max_in_flight`` at a time — and records the
@@ -22,12 +22,10 @@ from typing import Any, ClassVar
 
 import click
 
-from bench import resultfile
-from bench.collect import collect, refresh_running
+from bench.cell import ACTIVE, Cell, Status
 from bench.executors.base import Executor
 from bench.executors.job import CellJob
-from bench.store import ACTIVE
-from bench.suite import Cell
+from bench.results.ledger import Ledger
 
 TOUCH_EVERY_S = 60.0  # refresh the heartbeat of waiting cells this often (the store's STALE_AFTER is 10 min)
 
@@ -81,17 +79,18 @@ class RemoteExecutor(Executor):
 
     def run(self) -> int:
         ctx = self.ctx
-        store, run_dir = ctx.store, ctx.settings.run_dir
+        store = ctx.store
         store.create()
+        ledger = self.ledger = Ledger(store, ctx.settings.run_dir)
         hashes = [c.cell_hash for c in ctx.cells]
-        collect(store, run_dir, hashes)
+        ledger.sync(hashes)
         backend = self.backend()
-        claims = store.claims(hashes)
+        claims = ledger.claims(hashes)
         todo: list[Cell] = []
         waiting: dict[str, str] = {}  # hash -> tag of a live job from an earlier submission
         for cell in ctx.cells:
             status, worker = claims.get(cell.cell_hash, (None, None))
-            if status == "done":
+            if status == Status.DONE:
                 continue
             if status in ACTIVE and worker and backend.alive(worker):
                 waiting[cell.cell_hash] = worker
@@ -113,7 +112,7 @@ class RemoteExecutor(Executor):
                 self._submit(backend, pending, outstanding)
                 self._settle(backend, outstanding, by_hash, counts, total)
                 if time.monotonic() - last_touch > TOUCH_EVERY_S:
-                    store.touch({h: tag for h, (_, tag) in outstanding.items()})
+                    ledger.keep_alive({h: tag for h, (_, tag) in outstanding.items()})
                     last_touch = time.monotonic()
                 if outstanding:
                     time.sleep(self.poll_s)
@@ -124,7 +123,7 @@ class RemoteExecutor(Executor):
                            "`bench collect` ingests their results, `bench status` shows them", err=True)
             else:
                 for h, (_, tag) in outstanding.items():
-                    store.mark_ended(h, tag, "interrupted", "the driver was stopped")
+                    ledger.end(h, tag, Status.INTERRUPTED, "the driver was stopped")
                 click.echo("interrupted; run the same command again to resume", err=True)
             return 130
         finally:
@@ -134,7 +133,7 @@ class RemoteExecutor(Executor):
         for h in hashes:
             final[statuses.get(h, "not run")] = final.get(statuses.get(h, "not run"), 0) + 1
         click.echo(f"suite {ctx.suite_name}: " + ", ".join(f"{n} {s}" for s, n in sorted(final.items())))
-        return 1 if final.get("failed") else 0
+        return 1 if final.get(Status.FAILED) else 0
 
     def _submit(self, backend: Backend, pending: deque, outstanding: dict) -> None:
         """Submit pending cells up to the in-flight cap; record them as queued under their job's tag."""
@@ -142,31 +141,30 @@ class RemoteExecutor(Executor):
         batch = [pending.popleft() for _ in range(max(0, min(room, len(pending))))]
         if not batch:
             return
-        for cell in batch:  # an old failed attempt's file must not be ingested over the new attempt
-            resultfile.discard(self.ctx.settings.run_dir, cell.cell_hash)
+        self.ledger.prepare(batch)
         handles = backend.submit([self.job(cell, backend.engine) for cell in batch])
         tags = [backend.tag(h) for h in handles]
-        self.ctx.store.enqueue([c.record() for c in batch], tags)
+        self.ledger.hand_out(batch, tags)
         for cell, handle, tag in zip(batch, handles, tags):
             outstanding[cell.cell_hash] = (handle, tag)
 
     def _settle(self, backend: Backend, outstanding: dict, by_hash: dict, counts: dict, total: int) -> None:
         """Ingest what arrived, show what runs, and fail the cells whose job ended without a result."""
-        store, run_dir = self.ctx.store, self.ctx.settings.run_dir
+        ledger = self.ledger
         live = [h for h, (handle, _) in outstanding.items() if handle is not None]
         ended = {id(h) for h in backend.ended([outstanding[c][0] for c in live])}  # before collect: no race
         ended_hashes = {c for c in live if id(outstanding[c][0]) in ended}
         ended_hashes |= {c for c, (handle, tag) in outstanding.items() if handle is None and not backend.alive(tag)}
-        collect(store, run_dir, list(outstanding))
-        refresh_running(store, run_dir, list(outstanding))
-        claims = store.claims(list(outstanding))
+        ledger.sync(list(outstanding))
+        ledger.refresh_running(list(outstanding))
+        claims = ledger.claims(list(outstanding))
         for cell_hash in list(outstanding):
             handle, tag = outstanding[cell_hash]
             status = claims.get(cell_hash, ("", None))[0]
             if status in ACTIVE and cell_hash in ended_hashes:
                 reason = backend.failure(handle) if handle is not None else "the job ended without a result"
-                store.mark_ended(cell_hash, tag, "failed", f"{tag}: {reason}")
-                status = "failed"
+                ledger.end(cell_hash, tag, Status.FAILED, f"{tag}: {reason}")
+                status = Status.FAILED
             if status in ACTIVE:
                 continue
             del outstanding[cell_hash]

@@ -26,7 +26,7 @@ from bench.errors import BenchError
 from bench.executors.base import EXECUTORS, Option, at_least
 from bench.executors.job import CellJob
 from bench.executors.remote import Backend, RemoteExecutor
-from bench.store import _pid_alive
+from bench.results.claims import pid_alive
 
 # Slurm job states in which a job will still run (or runs) and may write its result.
 SLURM_ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
@@ -99,7 +99,7 @@ class SubmititBackend(Backend):
         if engine != self.engine or not job_id:
             return False
         if self.cluster == "local":  # the job id is the pid of submitit's local controller
-            return job_id.isdigit() and _pid_alive(int(job_id))
+            return job_id.isdigit() and pid_alive(int(job_id))
         state = _submitit().SlurmJob(self.folder, job_id).state
         return state.split()[0].upper() in SLURM_ACTIVE if state else False
 

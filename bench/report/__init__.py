@@ -1,12 +1,12 @@
 """``bench report``: paper-style tables and figures from a results database.
 
-    from bench.report import make_report, report_command
+    from bench.report import make_report
     make_report(db="sqlite:///results/bench.db", fmt="html", out="out/report")
 
 Modules: :mod:`~bench.report.load` reads the database, :mod:`~bench.report.tables` builds the numbers,
 :mod:`~bench.report.reference` holds the paper's, :mod:`~bench.report.figures` plans and draws figures
 (:mod:`~bench.report.workers` in parallel), :mod:`~bench.report.render` writes HTML / Markdown / LaTeX / CSV,
-:mod:`~bench.report.build` runs them in order, :mod:`~bench.report.cli` is the command. Templates and the
+:mod:`~bench.report.build` runs them in order; the command is :mod:`bench.cli.report`. Templates and the
 paper's CSV: ``reports/`` in a checkout, ``bench/report/resources/`` when installed
 (:mod:`~bench.report.resources`).
 
@@ -18,13 +18,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bench.report.cli import report_command
 from bench.report.options import FORMATS, GROUP_SETS
 
 if TYPE_CHECKING:
     from bench.report.build import ReportResult, make_report
 
-__all__ = ["FORMATS", "GROUP_SETS", "ReportResult", "make_report", "report_command"]
+__all__ = ["FORMATS", "GROUP_SETS", "ReportResult", "make_report"]
 
 
 def __getattr__(name: str):

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 from bench.errors import BenchError
 from bench.report.figures import Figure, plan_figures
 from bench.report.load import load_report_data
@@ -18,6 +16,8 @@ from bench.report.reference import Reference
 from bench.report.render import ReportContext, prepare_out_dir, render_text, write_atomic
 from bench.report.tables import STATUS_ORDER, Table, build_tables
 from bench.report.workers import FigureWorkers
+from bench.results.read import has_runs
+from bench.results.store import hide_password
 
 
 @dataclass
@@ -64,18 +64,14 @@ def make_report(
 
 def theory_sections(db: str, suite: str | None) -> list[dict]:
     """Stored Section 3 theory suites (``bench run suites/theory.toml``), rendered for the report."""
-    from sqlalchemy import inspect
+    from bench.results.read import has_theory, load_theory
 
-    from bench.store import Store, load_theory
-
-    store = Store(db)
-    if not store.exists() or not inspect(store.engine).has_table("theory_results"):
+    if not has_theory(db):
         return []
-    store.check_schema()
     items = [item for item in load_theory(db) if suite is None or item["suite"] == suite]
     if not items:
         return []
-    from bench import theory  # scipy.optimize: only when there is theory to render
+    from bench.analysis import theory  # scipy.optimize: only when there is theory to render
 
     sections = []
     for item in items:
@@ -92,22 +88,12 @@ def theory_sections(db: str, suite: str | None) -> list[dict]:
     return sections
 
 
-def _has_runs(db: str) -> bool:
-    from sqlalchemy import func, select
-
-    from bench.store import Run, Store
-
-    store = Store(db)
-    with store.session(write=False) as session:
-        return bool(session.execute(select(func.count()).select_from(Run)).scalar())
-
-
 def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, reference: bool,
                  drawer: FigureWorkers) -> ReportResult:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     theory = theory_sections(db, suite)
-    theory_only = bool(theory) and (suite is not None or not _has_runs(db))
+    theory_only = bool(theory) and (suite is not None or not has_runs(db))
     data = None if theory_only else load_report_data(db, suite)  # empty / older / unknown-suite databases fail here
     prepare_out_dir(out)  # an unwritable folder fails here, before the work
     timings["load"] = time.perf_counter() - clock
@@ -135,7 +121,7 @@ def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, r
     status_counts = {s: int(counts[s]) for s in [*STATUS_ORDER, *sorted(counts)] if s in counts}
     context = ReportContext(
         title=f"bench report · {suite}" if suite else "bench report",
-        db=make_url(db).render_as_string(hide_password=True),
+        db=hide_password(db),
         suite=suite,
         suites=sorted({*([] if data is None else data.runs["suite"].unique().tolist()), *(t["suite"] for t in theory)}),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -356,7 +356,7 @@ def _profile_spec(data: ReportData) -> FigureSpec | None:
 
 def _tsne_specs(data: ReportData) -> list[FigureSpec]:
     """One t-SNE figure per (suite, dataset, imbalance) with feature dumps: first seed of up to 4 run kinds."""
-    from bench.store import feature_dump_runs, load_features
+    from bench.results.read import feature_dump_runs, load_features
 
     dumped = feature_dump_runs(data.url, data.runs.index.tolist())
     if not dumped:

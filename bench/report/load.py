@@ -1,10 +1,10 @@
 """Reading a results database for a report: every run with its status, the per-class counts of finished runs,
 the attack labels and (for the few runs a figure shows) the training curves.
 
-Why not :func:`bench.store.load_results`: it repeats each run's keys and JSON config on every class row, which
+Why not :func:`bench.results.read.load_results`: it repeats each run's keys and JSON config on every class row, which
 for 10,000 runs × 3 attacks × 10 classes is 300,000 rows and ~4 s of row objects. A report reads the run keys
-once (:func:`bench.store.load_runs`) and the class rows as six integer columns straight off the DBAPI cursor
-(~1 s for those 300,000 rows); the frame it builds for :func:`bench.metrics.group_accuracies` has the same columns
+once (:func:`bench.results.read.load_runs`) and the class rows as six integer columns straight off the DBAPI cursor
+(:func:`bench.results.read.class_count_rows`, ~1 s for those 300,000 rows); the frame it builds for :func:`bench.analysis.metrics.group_accuracies` has the same columns
 and meaning.
 """
 
@@ -16,15 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
-
 from bench.errors import BenchError, unknown
-from bench.store import ClassMetric, EpochMetric, Run, Store, load_runs
-
-CLASS_COLUMNS = ["run_id", "attack_order", "class_index", "n_train", "n_test", "correct"]
-CURVE_COLUMNS = ["run_id", "epoch", "lr", "loss", "train_accuracy", "seconds"]
-_CHUNK = 500  # run ids per IN (...) clause: well under SQLite's 999-parameter limit of old builds
+from bench.results import read
+from bench.results.read import CLASS_COLUMNS, CURVE_COLUMNS  # noqa: F401 - the report's column names
 
 
 @dataclass
@@ -51,64 +45,25 @@ class ReportData:
 
 def load_report_data(url: str, suite: str | None = None) -> ReportData:
     """Everything a report needs, with one-line errors for an empty, foreign or older database or unknown suite."""
-    store = Store(url)
-    store.check_schema()  # missing file / no tables / other schema version -> BenchError
-    try:
-        with store.engine.connect() as conn:
-            suites = sorted(s for (s,) in conn.execute(select(Run.suite).distinct()))
-    except SQLAlchemyError as exc:
-        raise BenchError(f"database {url} cannot be read: {exc}") from None
+    suites = read.suite_names(url)  # missing file / no tables / other schema version -> BenchError
     if not suites:
         raise BenchError(f"database {url} holds no runs yet; run `bench run SUITE.toml` first")
     if suite is not None and suite not in suites:
         raise unknown("suite", suite, suites, where=f"database {url}")
 
-    runs = load_runs(url, suite)
+    runs = read.load_runs(url, suite)
     runs["adversarial"] = runs["adversarial"].astype(bool)
     runs["config"] = [_parse_json(text, {}) for text in runs["config_json"].tolist()]
     runs = runs.set_index("id", drop=False).rename_axis(None)
-
-    done = (Run.status == "done") if suite is None else ((Run.status == "done") & (Run.suite == suite))
-    class_query = (
-        select(ClassMetric.run_id, ClassMetric.attack_order, ClassMetric.class_index, ClassMetric.n_train,
-               ClassMetric.n_test, ClassMetric.correct)
-        .join(Run, Run.id == ClassMetric.run_id)
-        .where(done)
-    )
-    attack_query = (  # class 0 only: every evaluated run has it, and it is a tenth of the rows to scan
-        select(Run.suite, Run.dataset, Run.imbalance, Run.adversarial, ClassMetric.attack_order, ClassMetric.attack)
-        .join(Run, Run.id == ClassMetric.run_id)
-        .where(done & (ClassMetric.class_index == 0))
-        .distinct()
-    )
-    with store.engine.connect() as conn:
-        result = conn.execute(class_query)
-        # Plain tuples off the DBAPI cursor: building SQLAlchemy Row objects costs 5x more at this size.
-        rows = result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result]
-        attacks = pd.DataFrame([tuple(r) for r in conn.execute(attack_query)],
-                               columns=["suite", "dataset", "imbalance", "adversarial", "attack_order", "attack"])
-    values = np.array(rows, dtype=np.int64).reshape(-1, len(CLASS_COLUMNS))
-    class_rows = pd.DataFrame(values, columns=CLASS_COLUMNS)
-    attacks["adversarial"] = attacks["adversarial"].astype(bool)
-    from bench.store import load_guards
-
-    guards = load_guards(url, suite)[["run_id", "name", "flagged"]]
+    class_rows = pd.DataFrame(read.class_count_rows(url, suite), columns=CLASS_COLUMNS)
+    attacks = read.attack_labels(url, suite)
+    guards = read.load_guards(url, suite)[["run_id", "name", "flagged"]]
     return ReportData(url=url, suites=suites, runs=runs, class_rows=class_rows, attacks=attacks, guards=guards)
 
 
 def load_curves(url: str, run_ids: Sequence[int]) -> pd.DataFrame:
-    """The per-epoch training curves (:data:`CURVE_COLUMNS`) of ``run_ids`` only."""
-    ids = sorted({int(i) for i in run_ids})
-    store = Store(url)
-    parts = []
-    with store.engine.connect() as conn:
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            query = select(EpochMetric.run_id, EpochMetric.epoch, EpochMetric.lr, EpochMetric.loss,
-                           EpochMetric.train_accuracy, EpochMetric.seconds).where(EpochMetric.run_id.in_(chunk))
-            result = conn.execute(query)
-            parts.extend(result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result])
-    return pd.DataFrame(parts, columns=CURVE_COLUMNS)
+    """The per-epoch training curves (:data:`~bench.results.read.CURVE_COLUMNS`) of ``run_ids`` only."""
+    return read.load_curves(url, run_ids)
 
 
 def _parse_json(text: str | None, default):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 import methods
-from bench.metrics import group_accuracies
+from bench.analysis.metrics import group_accuracies
 from bench.report.load import ReportData
 from bench.report.options import GROUP_SETS
 from bench.report.reference import Reference
@@ -286,7 +286,7 @@ def build_tables(data: ReportData, groups: str = "overall-under", reference: Ref
 
 
 def run_accuracies(class_rows: pd.DataFrame) -> pd.DataFrame:
-    """Per run × attack order: ``overall``, ``well``, ``under`` in [0, 1], by :func:`bench.metrics.group_accuracies`."""
+    """Per run × attack order: ``overall``, ``well``, ``under`` in [0, 1], by :func:`bench.analysis.metrics.group_accuracies`."""
     columns = ["run_id", "attack_order", "overall", "well", "under"]
     if class_rows.empty:
         return pd.DataFrame(columns=columns)

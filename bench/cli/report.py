@@ -1,4 +1,4 @@
-"""The ``bench report`` command (registered on the CLI group as ``report``)."""
+"""``bench report``: paper-style tables and figures from a results database (:mod:`bench.report`)."""
 
 from __future__ import annotations
 

@@ -3,14 +3,14 @@
 A worker never needs the database: when a cell ends (done, failed or diverged) it writes
 ``<run_dir>/<cell hash>/result.npz`` atomically (a temporary file in the same folder, fsync, ``os.replace``), so
 the file is either absent or complete, even on a network filesystem and even if the worker is killed while
-writing. The driver ingests it (:func:`bench.collect.collect`); ``bench collect`` does the same after the driver
+writing. The driver ingests it (:func:`bench.results.collect.collect`); ``bench collect`` does the same after the driver
 was killed. The file stays where it is: it is the cell's durable record, and ingesting it again changes nothing.
 
 While a cell runs, its worker keeps ``<run_dir>/<cell hash>/state.json`` up to date (status, epochs, job, host,
 pid, how often it started), from which the driver shows ``running`` and its epoch.
 
 Format: one ``.npz`` (numpy's zip of arrays) holding a JSON header (the cell's record and every scalar of its
-:class:`~bench.store.CellResult`) and the arrays (per-sample flags, test labels, feature dumps). It loads with
+:class:`~bench.cell.CellResult`) and the arrays (per-sample flags, test labels, feature dumps). It loads with
 ``allow_pickle=False``: reading a result file never executes code.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.store import CellRecord, CellResult
+from bench.cell import CellRecord, CellResult
 
 RESULT = "result.npz"
 STATE = "state.json"

@@ -34,7 +34,7 @@ def class_groups(frame: pd.DataFrame) -> pd.Series:
 def group_accuracies(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run × attack with columns ``overall``, ``well``, ``under`` (accuracies in [0, 1]).
 
-    ``frame`` is :func:`bench.store.load_results` output. Keeps the run keys and ``attack``/``attack_order``.
+    ``frame`` is :func:`bench.results.read.load_results` output. Keeps the run keys and ``attack``/``attack_order``.
     """
     if frame.empty:
         return pd.DataFrame(columns=[*RUN_KEYS, "attack", "attack_order", *GROUPS])

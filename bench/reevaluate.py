@@ -1,4 +1,4 @@
-"""``bench evaluate``: re-evaluate finished runs under new attacks from their saved weights, without retraining.
+"""Re-evaluation of finished runs (``bench evaluate``, :mod:`bench.cli.evaluate`): re-evaluate finished runs under new attacks from their saved weights, without retraining.
 
 For every finished run (``--suite``, ``--only KEY=PATTERN`` select as in ``bench run``) and every ``--attack``
 table, the run's final weights (``run_dir/<cell_hash>/final.pt``, loaded with ``weights_only=True``) are attacked
@@ -16,13 +16,10 @@ Each attack draws its randomness from a generator seeded by the cell's seed and 
 from __future__ import annotations
 
 import json
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import click
 
 from bench.errors import BenchError
 
@@ -68,11 +65,12 @@ def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], dow
     from bench.data import prepare
     from bench.evaluate import evaluate
     from bench.guards import GUARDS, GuardContext, guard_names, run_guards
+    from bench.results import read
     from bench.train import FINAL, build_cell_model
 
     config = json.loads(run.config_json)
-    stored_flags = store.run_flags(run.id)
-    stored_tables = store.run_attack_tables(run.id)
+    stored_flags = read.run_flags(store, run.id)
+    stored_tables = read.run_attack_tables(store, run.id)
     new: list[tuple[AttackSpec, dict]] = []
     conflicts = []
     for table in tables:
@@ -88,10 +86,10 @@ def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], dow
         epochs=config["epochs"], milestones=config["milestones"])
     order = [*stored_flags, *(s.label for s, _ in new)]
     light = GuardContext(None, None, config, method, dict.fromkeys(order), specs)
-    stored_guards = store.run_guards(run.id)
+    stored_guards = read.stored_guards(store, run.id)
     missing = [n for n in guard_names(config) if n not in stored_guards and GUARDS.get(n).applies(light)]
     note = f"; label(s) {', '.join(conflicts)} already stored with other parameters (set name = \"...\")" if conflicts else ""
-    if not new and not missing and store.has_test_labels(run.id):
+    if not new and not missing and read.has_test_labels(store, run.id):
         return RunOutcome("up-to-date", "nothing to add" + note)
 
     path = Path(settings.run_dir) / run.cell_hash / FINAL
@@ -134,11 +132,11 @@ def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], dow
     return RunOutcome("evaluated", note.lstrip("; "), {k: float(np.mean(v)) for k, v in added.items()}, guards)
 
 
-def _describe(run) -> str:
+def describe(run) -> str:
     return f"{run.cell_hash} {run.method} · {run.dataset} {run.imbalance} · seed {run.seed}"
 
 
-def _line(outcome: RunOutcome) -> str:
+def outcome_line(outcome: RunOutcome) -> str:
     parts = [f"+ {label} {100 * acc:.1f}%" for label, acc in outcome.added.items()]
     for g in outcome.guards:
         value = f"{100 * g.value:.1f} pts" if g.name != "zero-grad-share" else f"{100 * g.value:.1f}%"
@@ -146,64 +144,3 @@ def _line(outcome: RunOutcome) -> str:
     if outcome.message:
         parts.append(outcome.message)
     return "; ".join(parts) or "nothing to add"
-
-
-@click.command("evaluate")
-@click.option("--suite", help="Only runs of this suite.")
-@click.option("--only", multiple=True, metavar="KEY=PATTERN", help="Only matching runs (glob; repeatable).")
-@click.option("--attack", "attacks", multiple=True, metavar="TOML_TABLE",
-              help="An attack table, e.g. '{kind=\"autoattack\", eps=\"8/255\"}' (repeatable).")
-@click.option("--device", metavar="auto|cpu|cuda[:N]", help="Device (default: bench.toml's device).")
-@click.option("--download", is_flag=True, help="Let torchvision download missing datasets.")
-@click.option("--quiet", is_flag=True, help="Only the summary line.")
-@click.option("--db", "db", metavar="URL", help="Results database URL (default: bench.toml's db).")
-@click.option("--config", "config", metavar="PATH", type=click.Path(dir_okay=False),
-              help="bench.toml to use (default: ./bench.toml, or $BENCH_CONFIG).")
-def evaluate_command(suite, only, attacks, device, download, quiet, db, config) -> None:
-    """Attack finished runs again from their saved weights (new attacks, guards), without retraining.
-
-    \b
-    bench evaluate --attack '{kind="autoattack", eps="8/255"}'
-    bench evaluate --suite quick --only method=*ldam --attack '{kind="pgd-cw", eps="8/255", alpha="2/255", steps=20}'
-    """
-    from bench.settings import load_settings
-    from bench.store import Store
-    from bench.suite import Cell, select
-
-    settings = load_settings(config)
-    tables = parse_attacks(attacks)
-    store = Store(db or settings.db)
-    store.check_schema()
-    store.check_writable()
-    store.create()  # adds tables this version keeps (test labels, attack tables, guards) to an older database
-    runs = store.done_runs(suite)
-    by_hash = {run.cell_hash: run for run in runs}
-    cells = select([Cell(json.loads(run.config_json), run.cell_hash) for run in runs], only)
-    if not cells:
-        what = f" of suite {suite!r}" if suite else ""
-        raise BenchError(f"no finished run{what} in {store.url}" + (f" matches {' '.join('--only ' + o for o in only)}" if only else ""))
-
-    import torch
-
-    from bench.provenance import resolve_device
-
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    target = resolve_device(device or settings.device)
-    counts: dict[str, int] = {}
-    try:
-        for cell in cells:
-            run = by_hash[cell.cell_hash]
-            outcome = evaluate_run(run, store, settings, target, tables, download)
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            if outcome.status == "skipped":
-                click.echo(f"{_describe(run)}: skipped: {outcome.message}", err=True)
-            elif not quiet:
-                click.echo(f"{_describe(run)}: {_line(outcome)}")
-    except KeyboardInterrupt:
-        click.echo("interrupted; run the same command again to resume", err=True)
-        sys.exit(130)
-    order = ("evaluated", "up-to-date", "skipped")
-    click.echo("evaluate: " + ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k)))
-    if counts.get("skipped"):
-        sys.exit(1)

@@ -2,7 +2,7 @@
 
 The driver of every executor calls :func:`collect` while it waits and before it decides what still has to run;
 ``bench collect`` calls it by hand, e.g. after the driver was killed while Slurm jobs went on. Ingesting is
-idempotent (:meth:`bench.store.Store.ingest`): a result already in the database is skipped, so running it twice,
+idempotent (:meth:`bench.results.store.Store.ingest`): a result already in the database is skipped, so running it twice,
 or the driver and ``bench collect`` at once, writes each result exactly once.
 """
 
@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import resultfile
-from bench.store import ACTIVE, Store
+from bench.cell import ACTIVE, Status
+from bench.results import files
+from bench.results.store import Store
 
 
 @dataclass
@@ -36,24 +37,24 @@ def result_files(run_dir: Path, cell_hashes: Iterable[str] | None = None) -> dic
     """``{cell hash: result file}`` present under ``run_dir`` (all of them, or those of ``cell_hashes``)."""
     run_dir = Path(run_dir)
     if cell_hashes is None:
-        found = run_dir.glob(f"*/{resultfile.RESULT}") if run_dir.is_dir() else []
+        found = run_dir.glob(f"*/{files.RESULT}") if run_dir.is_dir() else []
         return {path.parent.name: path for path in sorted(found)}
-    paths = {h: resultfile.result_path(run_dir, h) for h in cell_hashes}
+    paths = {h: files.result_path(run_dir, h) for h in cell_hashes}
     return {h: p for h, p in paths.items() if p.exists()}
 
 
 def collect(store: Store, run_dir: Path, cell_hashes: Iterable[str] | None = None) -> CollectSummary:
     """Ingest every result file not yet in ``store``; mark queued cells whose worker reports as running."""
     summary = CollectSummary()
-    files = result_files(run_dir, cell_hashes)
-    claims = store.claims(list(files)) if files else {}
-    for cell_hash, path in files.items():
-        if claims.get(cell_hash, ("", None))[0] == "done":
+    found = result_files(run_dir, cell_hashes)
+    claims = store.claims(list(found)) if found else {}
+    for cell_hash, path in found.items():
+        if claims.get(cell_hash, ("", None))[0] == Status.DONE:
             summary.already += 1
             continue
         try:
-            cell, result = resultfile.read_result(path)
-        except (OSError, resultfile.UnreadableResult) as exc:
+            cell, result = files.read_result(path)
+        except (OSError, files.UnreadableResult) as exc:
             summary.unreadable.append(f"{path}: {exc}")
             continue
         if cell.cell_hash != cell_hash:
@@ -73,13 +74,13 @@ def refresh_running(store: Store, run_dir: Path, cell_hashes: Iterable[str] | No
     if cell_hashes is None:
         if not run_dir.is_dir():
             return 0
-        cell_hashes = [p.parent.name for p in run_dir.glob(f"*/{resultfile.STATE}")]
+        cell_hashes = [p.parent.name for p in run_dir.glob(f"*/{files.STATE}")]
     claims = store.claims(list(cell_hashes))
     running = 0
     for cell_hash, (status, worker) in claims.items():
         if status not in ACTIVE or worker is None:
             continue
-        state = resultfile.read_state(run_dir, cell_hash)
-        if state and state.get("worker") == worker and state.get("status") == "running":
+        state = files.read_state(run_dir, cell_hash)
+        if state and state.get("worker") == worker and state.get("status") == Status.RUNNING:
             running += store.mark_running(cell_hash, worker, int(state.get("epochs_done", 0)))
     return running

@@ -1,0 +1,57 @@
+"""The ``bench`` command line (click): one small module per command group, registered here explicitly.
+
+==============  ===============================================================================================
+module          commands
+==============  ===============================================================================================
+``run``         ``bench run`` (a suite on any executor, a theory suite, ``--dry-run``)
+``results``     ``bench show``, ``bench status``, ``bench collect``
+``listing``     ``bench list``
+``report``      ``bench report``
+``compare``     ``bench compare``
+``evaluate``    ``bench evaluate``
+==============  ===============================================================================================
+
+Each module imports only click at the top; what a command needs (torch, pandas, SQLAlchemy) it imports when it
+runs, so ``bench --help`` answers at once. User mistakes (:class:`~bench.errors.BenchError`) are one line and
+exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from bench.cli import compare, evaluate, listing, report, results, run
+from bench.errors import BenchError
+
+
+class BenchGroup(click.Group):
+    """Turns :class:`BenchError` into ``Error: <one line>`` with exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            message = " ".join(str(exc).split())
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=BenchGroup)
+@click.version_option(package_name="bench")
+def cli() -> None:
+    """Benchmark adversarial training on class-imbalanced data.
+
+    \b
+    bench run suites/quick.toml          run a suite (resumes where it stopped)
+    bench report --format html           paper-style tables and figures
+    bench compare srat-ldam drcb-ldam    paired comparison of two methods
+    """
+
+
+for command in (run.run, listing.list_, results.show, results.status, results.collect, report.report_command,
+                compare.compare_command, evaluate.evaluate_command):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="bench")

@@ -1,0 +1,129 @@
+"""``bench run``: run a suite's cells (any executor), a theory suite, or list them (``--dry-run``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bench.cli.common import config_option, db_option, load_settings, parse_seeds
+from bench.errors import BenchError
+
+
+@click.command("run")
+@click.argument("suite_file", metavar="SUITE.toml", type=click.Path(dir_okay=False))
+@click.option("--only", multiple=True, metavar="KEY=PATTERN", help="Run only matching cells (glob; repeatable).")
+@click.option("--seeds", metavar="0,1,...", help="Override the suite's seeds.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a cell key for every cell (highest precedence), e.g. epochs=5 or method_args.lam=1.")
+@click.option("--dry-run", is_flag=True, help="List the cells (done / to run) without running anything.")
+@click.option("--device", metavar="auto|cpu|cuda[:N]", help="Device (default: bench.toml's device).")
+@click.option("--download", is_flag=True, help="Let torchvision download missing datasets.")
+@click.option("--debug", is_flag=True, help="Re-raise the first failing cell's exception.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes sharing the cells (one per GPU when there are GPUs; else CPU cores split).")
+@click.option("--executor", metavar="local|slurm|ray|submitit-local",
+              help="Where cells run (default: bench.toml's executor, else local); slurm/ray read [slurm]/[ray].")
+@click.option("--ray-address", metavar="HOST:PORT|auto", help="Ray cluster for --executor ray (default: start one here).")
+@db_option
+@config_option
+def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, workers, executor, ray_address, db,
+        config) -> None:
+    """Run every cell of SUITE.toml not yet done, storing class-wise results."""
+    from bench.data import DATASETS
+    from bench.results.store import Store
+    from bench.suite import load_suite, parse_overrides, select
+
+    settings = load_settings(config)
+    if _suite_kind(suite_file) == "theory":
+        _run_theory(suite_file, Store(db or settings.db), dry_run)
+        return
+    suite = load_suite(suite_file, settings, seeds=parse_seeds(seeds), overrides=parse_overrides(sets))
+    cells = select(suite.cells, only)
+    if not cells:
+        raise BenchError(f"no cell of suite {suite.name} matches {' '.join('--only ' + o for o in only)}")
+    store = Store(db or settings.db)
+    if dry_run:
+        _print_dry_run(suite.name, cells, store.statuses([c.cell_hash for c in cells]) if store.exists() else {})
+        return
+    from bench.executors import EXECUTORS, RunContext, executor_options
+
+    where = "--executor" if executor else f"{settings.source}: bench.executor"
+    executor = executor or settings.executor
+    kind = EXECUTORS.get(executor, where)
+    if executor != "local" and workers > 1:
+        raise BenchError(f"--workers applies to --executor local; {executor} runs one cell per job "
+                         "(cap concurrency in its [slurm] / [ray] table)")
+    if ray_address and executor != "ray":
+        raise BenchError(f"--ray-address applies to --executor ray, not {executor}")
+    options = executor_options(kind, settings, Path(suite_file))
+    store.check_writable()
+    for name in sorted({c["dataset"] for c in cells}):
+        DATASETS.get(name)().check_available(settings.data_root, download or settings.download)
+    args = ["--executor=local", suite_file, *(f"--only={o}" for o in only), *(f"--set={x}" for x in sets), f"--db={store.url}",
+            f"--device={device or settings.device}"]
+    args += ["--quiet"] if quiet else []
+    args += [f"--seeds={seeds}"] if seeds else []
+    args += [f"--config={config}"] if config else []
+    args += ["--download"] if download else []
+    ctx = RunContext(suite_name=suite.name, suite_path=Path(suite_file), cells=cells, store=store, settings=settings,
+                     device=device or settings.device, download=download, debug=debug, quiet=quiet, workers=workers,
+                     ray_address=ray_address, cli_args=args, options=options)
+    runner = kind(ctx)
+    runner.check()  # sbatch missing, a Ray address that does not answer: one line before any cell starts
+    code = runner.run()
+    if code:
+        sys.exit(code)
+
+
+def _suite_kind(path: str) -> str:
+    """``theory`` for a Section 3 suite (``kind = "theory"``), else ``cells``; errors surface in the loaders."""
+    import tomllib
+
+    try:
+        return str(tomllib.loads(Path(path).read_text()).get("kind", "cells"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "cells"
+
+
+def _run_theory(path: str, store, dry_run: bool) -> None:
+    """Evaluate a Section 3 grid numerically, store it for the report, print the agreement with the paper."""
+    from bench.analysis import theory
+    from bench.results.store import save_theory
+
+    suite = theory.load_theory_suite(path)
+    sizes = [len(v) for k, v in suite["grid"].items() if isinstance(v, list)]
+    rows = 1
+    for size in sizes:
+        rows *= size
+    if dry_run:
+        click.echo(f"theory suite {suite['name']}: {rows} grid point(s) to evaluate")
+        return
+    store.check_writable()
+    frame = theory.evaluate_grid(suite["grid"], f"{path}: [theory]")
+    pairs = theory.theorem_pairs(suite["grid"], f"{path}: [theory]")
+    save_theory(store, suite["name"], suite["description"], frame, pairs)
+    agree = int(frame["agrees_with_paper"].sum())
+    click.echo(f"theory suite {suite['name']}: {len(frame)} grid points; the numeric optimum agrees with the "
+               f"paper's Lemma 3.1 closed form in {agree} of them; stored in {store.url} (see bench report)")
+
+
+def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"suite {suite}: {len(cells)} cell(s)")
+    for column in ("cell", "status", "method", "dataset", "imbalance", "seed", "model", "epochs", "train"):
+        table.add_column(column)
+    for cell in cells:
+        c = cell.config
+        status = statuses.get(cell.cell_hash, "to run")
+        train = "natural" if c["train_attack"] == "none" else f"pgd-{c['train_attack']['steps']}"
+        table.add_row(cell.cell_hash, status, c["method"], c["dataset"], c["imbalance"], str(c["seed"]),
+                      c["model"], str(c["epochs"]), train)
+    console = Console(width=160)
+    console.print(table)
+    done = sum(statuses.get(c.cell_hash) == "done" for c in cells)
+    console.print(f"{done} done, {len(cells) - done} to run")
