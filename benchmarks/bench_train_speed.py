@@ -20,7 +20,8 @@ with ``torch.utils.flop_counter.FlopCounterMode``; FLOP/s = that × batches/s. O
 card's dense bf16 peak (benchmarks/machine.py).
 
     python benchmarks/bench_train_speed.py [--cases digits,resnet18,resnet18-cuda] [--batches N] [--rounds 3]
-                                           [--threads N] [--precision auto] [--compile auto] [--json out.json]
+                                           [--threads N] [--precision auto] [--compile auto]
+                                           [--channels-last auto] [--json out.json]
 
 Prints the machine, versions, images/s of each side, the ratio and the FLOP rate; writes JSON.
 """
@@ -160,6 +161,7 @@ def measure(name: str, batches: int, rounds: int, overrides: dict) -> dict:
     reference = ReferenceLoop(case, x, y)
     runner_s: list[float] = []
     reference_s: list[float] = []
+    warmup_s: list[float] = []  # the first epoch of each side: on CUDA the runner's includes compiling
     resume = time.perf_counter()
 
     def on_epoch(done: int, total: int, row: dict) -> None:
@@ -169,6 +171,8 @@ def measure(name: str, batches: int, rounds: int, overrides: dict) -> dict:
         if done > 1:
             runner_s.append(runner_wall)
             reference_s.append(reference_wall)
+        else:
+            warmup_s.extend((runner_wall, reference_wall))
         resume = time.perf_counter()
 
     method = methods.get("ce").for_run(epochs=rounds + 1, milestones=[])
@@ -186,6 +190,7 @@ def measure(name: str, batches: int, rounds: int, overrides: dict) -> dict:
         "ratio": round(statistics.median(r / s for s, r in zip(runner_s, reference_s)), 2),
         "ratio_per_round": [round(r / s, 2) for s, r in zip(runner_s, reference_s)],
         "runner_epoch_s": [round(s, 3) for s in runner_s], "reference_epoch_s": [round(s, 3) for s in reference_s],
+        "runner_warmup_epoch_s": round(warmup_s[0], 3), "reference_warmup_epoch_s": round(warmup_s[1], 3),
         "gflop_per_batch": round(flops / 1e9, 2), "runner_tflops": round(flops * runner_ips / BATCH / 1e12, 4),
     }
     peak = machine.bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
@@ -203,11 +208,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides (0: torch's default)")
     parser.add_argument("--precision", default="auto", help="the runner's precision key (bench.accel)")
     parser.add_argument("--compile", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"],
+                        help="the runner's channels_last key (bench.accel)")
     parser.add_argument("--json", default=str(Path(__file__).with_suffix(".json")))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {"precision": args.precision, "compile": {"true": True, "false": False}.get(args.compile, "auto")}
+    switch = {"true": True, "false": False}
+    overrides = {"precision": args.precision, "compile": switch.get(args.compile, "auto"),
+                 "channels_last": switch.get(args.channels_last, "auto")}
     names = args.cases.split(",")
     unknown = [c for c in names if c not in CASES]
     if unknown:
