@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ def evaluate(
     data: PreparedData,
     config: dict[str, Any],
     specs: Sequence[AttackSpec] | None = None,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-test-sample correctness, ``{"clean": bool[n], "pgd-20": bool[n], …}`` in the suite's order.
 
@@ -31,6 +32,8 @@ def evaluate(
     in eval mode; each attack's random choices draw from a generator seeded by the cell's seed and the attack's
     label, so results do not depend on which other attacks ran, nor on whether the attack ran with the suite or
     was added later. Precision is the cell's ``eval_precision`` (:mod:`bench.accel`; fp32 unless set).
+    ``on_step(label, done, total)`` is told before each attack runs on a batch (progress: ``done`` of ``total``
+    attack-batches finished).
     """
     model.eval()
     specs = attack_specs(config) if specs is None else list(specs)
@@ -39,6 +42,8 @@ def evaluate(
     generators = {s.label: torch.Generator(device=device).manual_seed(derived_seed("eval", config["seed"], s.label))
                   for s in specs}
     batch = config["eval_batch_size"]
+    total = -(-data.test_x.shape[0] // batch) * len(specs)
+    step = 0
     with accel.Policy.resolve(config, device).evaluation():
         for start in range(0, data.test_x.shape[0], batch):
             x = data.test_x[start : start + batch]
@@ -46,6 +51,9 @@ def evaluate(
             with torch.no_grad():
                 out["clean"].append(model(x).argmax(1) == y)
             for spec in specs:
+                if on_step is not None:
+                    on_step(spec.label, step, total)
+                step += 1
                 x_adv = spec.run(model, x, y, bounds=data.bounds, generator=generators[spec.label])
                 with torch.no_grad():
                     out[spec.label].append(model(x_adv).argmax(1) == y)

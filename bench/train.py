@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from bench import accel
 from bench.attacks import pgd
 from bench.data import PreparedData, derived_seed
 from bench.errors import Diverged
+from bench.io import write_atomic
 from bench.models import Classifier, build_model
 from methods import LossInputs, Method
 from methods.samplers import SAMPLERS
@@ -64,9 +66,7 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator, padding: int
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda handle: torch.save(obj, handle))  # streamed into the temporary file, fsynced
 
 
 @dataclass
@@ -93,14 +93,33 @@ def build_cell_model(config: dict[str, Any], method: Method, data: PreparedData)
     return model.to(data.train_x.device)
 
 
-def train(
-    config: dict[str, Any],
-    method: Method,
-    data: PreparedData,
-    run_dir: Path,
-    on_epoch: Callable[[int, int, dict], None] | None = None,
-) -> TrainOutcome:
-    """Train one cell, resuming from ``run_dir/checkpoint.pt`` if present; raises :class:`Diverged` on NaN."""
+def set_aside(path: Path) -> Path:
+    """Rename a broken file to ``<name>.corrupt-<UTC time>`` beside it (kept for inspection, never deleted)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, target)
+    return target
+
+
+def _why_unreadable(exc: BaseException) -> str:
+    """A short reason a checkpoint could not be loaded (torch's own messages run to paragraphs)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, EOFError) or not text:
+        return f"{type(exc).__name__}: the file is empty or cut short"
+    if "WeightsUnpickler error:" in text:  # not a torch checkpoint, or one holding more than weights
+        detail = text.split("WeightsUnpickler error:", 1)[1].split(" Check the documentation")[0].strip()
+        text = f"not a checkpoint: {detail}"
+    elif "PytorchStreamReader" in text:  # a truncated or damaged zip archive
+        text = text.split(". ")[0]
+    return f"{type(exc).__name__}: {text.strip()[:160]}"
+
+
+def _start(config: dict[str, Any], method: Method, data: PreparedData):
+    """A fresh model (prepared by its device policy), optimiser and generators for a cell's first epoch."""
     device = data.train_x.device
     model = build_cell_model(config, method, data)
     policy = accel.Policy.resolve(config, device, model)  # bf16, channels-last, compile on CUDA; fp32 eager on CPU
@@ -111,20 +130,59 @@ def train(
         foreach=True,
     )
     order_gen, noise_gen = make_generators(config["seed"], device)
+    return model, policy, optimizer, order_gen, noise_gen
+
+
+def _resume(checkpoint: Path, config: dict[str, Any], model: Classifier, optimizer: torch.optim.Optimizer,
+            order_gen: torch.Generator, noise_gen: torch.Generator, outcome: TrainOutcome) -> int:
+    """Load a checkpoint into the fresh objects; returns the epoch to continue from. Raises on a broken file."""
+    state = torch.load(checkpoint, map_location=noise_gen.device, weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"holds a {type(state).__name__}, not a checkpoint")
+    epoch = int(state["epoch"])
+    if not 0 <= epoch < config["epochs"]:
+        raise ValueError(f"epoch {epoch} is outside this cell's {config['epochs']} epochs")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    order_gen.set_state(state["order_rng"])
+    noise_gen.set_state(state["noise_rng"].to("cpu"))
+    outcome.curves = list(state["curves"])
+    outcome.train_seconds = float(state["train_seconds"])
+    outcome.images = int(state["images"])
+    outcome.resumed_from = epoch + 1
+    return epoch + 1
+
+
+def train(
+    config: dict[str, Any],
+    method: Method,
+    data: PreparedData,
+    run_dir: Path,
+    on_epoch: Callable[[int, int, dict], None] | None = None,
+) -> TrainOutcome:
+    """Train one cell, resuming from ``run_dir/checkpoint.pt`` if present; raises :class:`Diverged` on NaN.
+
+    A checkpoint that cannot be resumed (truncated, not a checkpoint, another model's) is moved aside — kept as
+    ``checkpoint.pt.corrupt-<time>``, never deleted — and the cell starts from scratch, with one line on stderr.
+    """
+    device = data.train_x.device
+    model, policy, optimizer, order_gen, noise_gen = _start(config, method, data)
     outcome = TrainOutcome(model)
     start = 0
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = run_dir / CHECKPOINT
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        order_gen.set_state(state["order_rng"])
-        noise_gen.set_state(state["noise_rng"].to("cpu"))
-        outcome.curves = list(state["curves"])
-        outcome.train_seconds = float(state["train_seconds"])
-        outcome.images = int(state["images"])
-        start = outcome.resumed_from = int(state["epoch"]) + 1
+        try:
+            start = _resume(checkpoint, config, model, optimizer, order_gen, noise_gen, outcome)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the cell trains again
+            if isinstance(exc, PermissionError) or "out of memory" in str(exc):
+                raise  # not the file's content: moving it aside would not help
+            aside = set_aside(checkpoint)
+            reason = _why_unreadable(exc)
+            print(f"{checkpoint} cannot be resumed ({reason}); kept as {aside.name}, the cell restarts from scratch",
+                  file=sys.stderr, flush=True)
+            model, policy, optimizer, order_gen, noise_gen = _start(config, method, data)  # nothing half-loaded
+            outcome, start = TrainOutcome(model), 0
 
     counts = torch.as_tensor(data.train_counts, dtype=torch.float32, device=device)
     sampler = SAMPLERS.get(method.sampler)

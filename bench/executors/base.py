@@ -15,7 +15,6 @@ naming the file, the key and the valid keys.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, ClassVar
 from bench.errors import BenchError, valid_choices
 from bench.registry import Registry
 from bench.settings import Settings
+from bench.suite import SuiteFile, read_suite_file
 from bench.results.store import Store
 from bench.cell import Cell
 
@@ -92,20 +92,19 @@ class Executor:
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
 
 
-def executor_options(executor: type[Executor], settings: Settings, suite_path: Path | None) -> dict[str, Any]:
-    """The executor's table: defaults < bench.toml's ``[table]`` < the suite's ``[table]``, validated."""
+def executor_options(executor: type[Executor], settings: Settings,
+                     suite: SuiteFile | str | Path | None) -> dict[str, Any]:
+    """The executor's table: defaults < bench.toml's ``[table]`` < the suite's ``[table]``, validated.
+
+    ``suite`` is the suite file ``bench run`` has already read (:func:`bench.suite.read_suite_file`), or its path.
+    """
     options = {key: option.default for key, option in executor.OPTIONS.items()}
     if executor.table is None:
         return options
     layers = [(settings.executor_tables.get(executor.table, {}), str(settings.source or "bench.toml"))]
-    if suite_path is not None:
-        try:
-            suite_table = tomllib.loads(Path(suite_path).read_text()).get(executor.table, {})
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            suite_table = {}  # the suite loader has already reported a broken file
-        if not isinstance(suite_table, dict):
-            raise BenchError(f"{suite_path}: {executor.table} must be a table ([{executor.table}]), got {suite_table!r}")
-        layers.append((suite_table, str(suite_path)))
+    if suite is not None:
+        file = read_suite_file(suite)
+        layers.append((file.executor_table(executor.table), str(file.path)))
     for table, where in layers:
         for key, value in table.items():
             if key not in executor.OPTIONS:

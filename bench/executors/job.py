@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from bench.cell import CellResult
 from bench.results import files
-from bench.settings import Settings
+from bench.settings import DB_ENV, Settings
 
 
 def submitit_tag(engine: str) -> str:
@@ -47,7 +48,7 @@ class CellJob:
     settings: Settings
     device: str
     engine: str  # key of TAGGERS
-    db_url: str | None = None  # a database server the worker may write to directly; None: result file only
+    db_url: str | None = None  # a database server the worker may write to directly (no password); None: files only
     download: bool = False
 
     def __call__(self) -> str:
@@ -64,7 +65,8 @@ class CellJob:
             torch.set_num_threads(threads)
         cell = Cell(self.config, self.cell_hash)
         tag = TAGGERS[self.engine](self.engine)
-        ledger = Ledger(Store(self.db_url) if self.db_url else None, self.settings.run_dir)
+        stale_after = timedelta(minutes=self.settings.stale_after_minutes)
+        ledger = Ledger(Store(self.credentialed_url(), stale_after) if self.db_url else None, self.settings.run_dir)
         finished = ledger.finished_before(cell)
         if finished is not None:  # requeued after its result was written (the driver discards older files)
             ledger.redeliver(cell, finished, tag)
@@ -80,6 +82,17 @@ class CellJob:
         result = ledger.settle(cell, work, worker=tag, interruptible=False)
         ledger.end_job(cell, result)
         return result.status
+
+    def credentialed_url(self) -> str | None:
+        """The job's database URL with this environment's credentials: ``$BENCH_DB`` when it names the same
+        database (it may carry the password), else the URL as given — libpq then takes ``PGPASSWORD`` or
+        ``~/.pgpass``. The job itself never carries a password (it is pickled where others may read it)."""
+        from bench.results.store import without_password
+
+        env = os.environ.get(DB_ENV)
+        if env and self.db_url and "://" in env and without_password(env) == self.db_url:
+            return env
+        return self.db_url
 
     def __submitit_checkpoint__(self, *args: Any, **kwargs: Any):
         """Timed out or pre-empted: requeue the same job; it resumes from the cell's last epoch checkpoint."""

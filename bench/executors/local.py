@@ -18,7 +18,9 @@ from typing import ClassVar
 
 import click
 
+from bench.cell import Status
 from bench.executors.base import EXECUTORS, Executor
+from bench.settings import DB_ENV
 
 
 def worker_environments(workers: int, device_type: str, n_gpus: int, cpus: int) -> list[dict[str, str]]:
@@ -92,7 +94,7 @@ class LocalExecutor(Executor):
             click.echo("interrupted; run the same command again to resume", err=True)
             return 130
         click.echo(f"suite {ctx.suite_name}: {summary.line()}")
-        if summary.counts.get("failed"):
+        if summary.counts.get(Status.FAILED):
             click.echo("some cells failed; `bench show HASH` prints the stored traceback", err=True)
             return 1
         return 0
@@ -104,6 +106,8 @@ class LocalExecutor(Executor):
         ctx = self.ctx
         n_gpus = torch.cuda.device_count() if target.type == "cuda" else 0
         envs = worker_environments(ctx.workers, target.type, n_gpus, os.cpu_count() or 1)
+        for env in envs:  # the database through the environment: a password never shows in a command line (ps)
+            env[DB_ENV] = ctx.store.url
         click.echo(f"suite {ctx.suite_name}: {len(ctx.cells)} cell(s), {ctx.workers} workers on {target}, "
                    f"results in {ctx.store.shown}")
         ctx.store.create()  # once, here: the workers then only claim and write rows
@@ -114,4 +118,4 @@ class LocalExecutor(Executor):
             status = statuses.get(cell.cell_hash, "not run")
             counts[status] = counts.get(status, 0) + 1
         click.echo(f"suite {ctx.suite_name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-        return 1 if any(codes) or counts.get("failed") else 0
+        return 1 if any(codes) or counts.get(Status.FAILED) else 0

@@ -16,8 +16,10 @@ or the next ``bench run`` ingests them. With a database server (PostgreSQL) the 
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import click
@@ -25,9 +27,19 @@ import click
 from bench.cell import ACTIVE, Cell, Status
 from bench.executors.base import Executor
 from bench.executors.job import CellJob
+from bench.results.claims import heartbeat_every
 from bench.results.ledger import Ledger
+from bench.results.store import password_of, without_password
 
-TOUCH_EVERY_S = 60.0  # refresh the heartbeat of waiting cells this often (the store's STALE_AFTER is 10 min)
+
+def share_credentials(url: str) -> None:
+    """Give the database password to the jobs this driver starts through its environment, never through a file:
+    libpq (psycopg) reads ``PGPASSWORD`` when the URL a worker gets has none. submitit's local jobs and a Ray
+    instance started here inherit it; Slurm jobs get the environment ``sbatch`` was called with (``--export=ALL``,
+    Slurm's default). Nodes of a Ray cluster started elsewhere need ``PGPASSWORD`` or ``~/.pgpass`` of their own."""
+    password = password_of(url)
+    if password:
+        os.environ["PGPASSWORD"] = str(password)
 
 
 class Backend:
@@ -69,13 +81,23 @@ class RemoteExecutor(Executor):
     max_in_flight: int | None = None  # None: submit everything at once
     survives_driver: ClassVar[bool] = False  # jobs go on when the driver stops (Slurm)
 
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        if ctx.store.shared:  # before check(): a Ray instance started there inherits this environment
+            share_credentials(ctx.store.url)
+
     def backend(self) -> Backend:
         raise NotImplementedError
 
     def job(self, cell: Cell, engine: str) -> CellJob:
+        """The picklable job of a cell. It is written where others may read it (submitit's pickles in the run
+        folder, Ray's object store), so it carries no database password: the worker takes it from its environment
+        (:func:`share_credentials`)."""
         ctx = self.ctx
-        return CellJob(config=cell.config, cell_hash=cell.cell_hash, settings=ctx.settings, device=ctx.device,
-                       engine=engine, db_url=ctx.store.url if ctx.store.shared else None, download=ctx.download)
+        db_url = without_password(ctx.store.url) if ctx.store.shared else None
+        settings = replace(ctx.settings, db=db_url or "")  # the job opens db_url only; never bench.toml's db
+        return CellJob(config=cell.config, cell_hash=cell.cell_hash, settings=settings, device=ctx.device,
+                       engine=engine, db_url=db_url, download=ctx.download)
 
     def run(self) -> int:
         ctx = self.ctx
@@ -108,10 +130,11 @@ class RemoteExecutor(Executor):
         interrupted = False
         try:
             last_touch = time.monotonic()
+            touch_every = heartbeat_every(store.stale_after)
             while pending or outstanding:
                 self._submit(backend, pending, outstanding)
                 self._settle(backend, outstanding, by_hash, counts, total)
-                if time.monotonic() - last_touch > TOUCH_EVERY_S:
+                if time.monotonic() - last_touch > touch_every:
                     ledger.keep_alive({h: tag for h, (_, tag) in outstanding.items()})
                     last_touch = time.monotonic()
                 if outstanding:
@@ -126,6 +149,14 @@ class RemoteExecutor(Executor):
                     ledger.end(h, tag, Status.INTERRUPTED, "the driver was stopped")
                 click.echo("interrupted; run the same command again to resume", err=True)
             return 130
+        except Exception as exc:
+            if not self.survives_driver:  # its jobs die with the driver: none may stay queued or running
+                for h, (_, tag) in outstanding.items():
+                    try:
+                        ledger.end(h, tag, Status.INTERRUPTED, f"the driver stopped: {type(exc).__name__}: {exc}")
+                    except Exception:  # noqa: BLE001 - the database is what failed; the original error is raised
+                        break
+            raise
         finally:
             backend.close(interrupted)
         statuses = store.statuses(hashes)
