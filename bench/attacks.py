@@ -28,28 +28,29 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from bench.catalog import (  # noqa: F401  the kinds' keys and labels and AutoAttack's names, declared torch-free
+    AA_ATTACKS,
+    AA_MIN_CLASSES,
+    AA_STANDARD,
+    AA_TARGET_CLASSES,
+    AA_VERSIONS,
+    KINDS,
+    AttackConfig,
+    declared,
+)
 from bench.errors import BenchError
 from bench.registry import Registry
 
 LOG = logging.getLogger(__name__)
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [N, C], labels [N]) -> per-sample [N]
-
-# AutoAttack's attacks by the reference implementation's names, and its standard (Linf) ensemble.
-AA_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
-AA_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
-AA_VERSIONS = ("standard", "custom")
-# Fewest classes each AutoAttack component works with: the DLR loss reads the 3rd largest logit, its targeted
-# form the 4th; the others need a wrong class to exist.
-AA_MIN_CLASSES = {"apgd-ce": 2, "apgd-dlr": 3, "apgd-t": 4, "fab": 2, "fab-t": 2, "square": 2}
-AA_TARGET_CLASSES = 9  # target classes of apgd-t and fab-t in the standard version (capped at C − 1)
 
 
 def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -257,62 +258,24 @@ class _CollectWarnings(logging.Handler):
 
 
 @dataclass(frozen=True)
-class AttackSpec:
-    """A configured attack: ``kind`` from :data:`ATTACKS`, its parameters, and the label stored with results.
-
-    Keys a kind does not read keep their defaults (FGSM ignores ``alpha``, ``steps`` and ``random_start``).
-    """
-
-    kind: str
-    eps: float
-    alpha: float = 0.0
-    steps: int = 0
-    random_start: bool = True
-    name: str = ""
-    restarts: int = 1
-    version: str = "standard"
-    attacks: tuple[str, ...] = field(default=())
-
-    @property
-    def label(self) -> str:
-        """``name`` when set, else the kind's default label (``pgd-20``, ``fgsm``, ``autoattack`` …)."""
-        return self.name or KINDS[self.kind].label(self)
+class AttackSpec(AttackConfig):
+    """A configured attack (:class:`bench.catalog.AttackConfig`: kind, parameters, label) that can run."""
 
     def run(self, forward: Forward, x, y, *, bounds, generator: torch.Generator | None = None) -> torch.Tensor:
         """Adversarial inputs for the batch ``x`` (labels ``y``); ``generator`` drives every random choice."""
         return ATTACKS.get(self.kind)(self, forward, x, y, bounds=bounds, generator=generator)
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> AttackSpec:
-        """The spec of a validated ``eval_attacks`` table (see ``bench.suite``); absent keys take defaults."""
-        return cls(kind=table["kind"], eps=float(table["eps"]), alpha=float(table.get("alpha", 0.0)),
-                   steps=int(table.get("steps", 0)), random_start=bool(table.get("random_start", True)),
-                   name=str(table.get("name", "")), restarts=int(table.get("restarts", 1)),
-                   version=str(table.get("version", "standard")), attacks=tuple(table.get("attacks", ())))
 
 
 AttackFn = Callable[..., torch.Tensor]
 ATTACKS: Registry[AttackFn] = Registry("attack")
 
 
-@dataclass(frozen=True)
-class AttackKind:
-    """What the suite validator and the labeller need to know of a kind: its extra keys and default label."""
-
-    keys: tuple[str, ...]  # config keys it reads besides kind, eps and name
-    label: Callable[[AttackSpec], str]
-
-
-KINDS: dict[str, AttackKind] = {}
-
-
-def register_attack(name: str, *, keys: tuple[str, ...], label: Callable[[AttackSpec], str]):
-    """Decorator: register ``fn(spec, forward, x, y, *, bounds, generator)`` as attack kind ``name``."""
+def register_attack(name: str):
+    """Decorator: register ``fn(spec, forward, x, y, *, bounds, generator)`` as the attack kind ``name``, whose
+    keys and default label :data:`bench.catalog.KINDS` declares."""
 
     def decorate(fn: AttackFn) -> AttackFn:
-        ATTACKS.register(name)(fn)  # refuses duplicates before anything else is recorded
-        KINDS[name] = AttackKind(keys, label)
-        return fn
+        return ATTACKS.register(declared("attack kind", name, KINDS))(fn)
 
     return decorate
 
@@ -323,35 +286,27 @@ def _seed_from(generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
 
 
-def _restart_suffix(spec: AttackSpec) -> str:
-    return f"x{spec.restarts}" if spec.restarts > 1 else ""
-
-
-PGD_KEYS = ("alpha", "steps", "random_start", "restarts")
-
-
-@register_attack("pgd", keys=PGD_KEYS, label=lambda s: f"pgd-{s.steps}{_restart_suffix(s)}")
+@register_attack("pgd")
 def _pgd(spec: AttackSpec, forward, x, y, *, bounds, generator=None) -> torch.Tensor:
     """L∞ PGD on cross-entropy (Madry et al., 2018), optional restarts (per-sample worst case)."""
     return pgd_restarts(forward, x, y, restarts=spec.restarts, eps=spec.eps, alpha=spec.alpha, steps=spec.steps,
                         random_start=spec.random_start, bounds=bounds, generator=generator)
 
 
-@register_attack("pgd-cw", keys=PGD_KEYS, label=lambda s: f"pgd-cw-{s.steps}{_restart_suffix(s)}")
+@register_attack("pgd-cw")
 def _pgd_cw(spec: AttackSpec, forward, x, y, *, bounds, generator=None) -> torch.Tensor:
     """L∞ PGD on the CW margin max_{j≠y} z_j − z_y (scale-free), optional restarts."""
     return pgd_restarts(forward, x, y, restarts=spec.restarts, eps=spec.eps, alpha=spec.alpha, steps=spec.steps,
                         random_start=spec.random_start, bounds=bounds, generator=generator, loss=cw_margin_loss)
 
 
-@register_attack("fgsm", keys=(), label=lambda s: "fgsm")
+@register_attack("fgsm")
 def _fgsm(spec: AttackSpec, forward, x, y, *, bounds, generator=None) -> torch.Tensor:
     """FGSM: one signed-gradient step of size ε from the clean input (no random start)."""
     return pgd(forward, x, y, eps=spec.eps, alpha=spec.eps, steps=1, random_start=False, bounds=bounds)
 
 
-@register_attack("autoattack", keys=("version", "attacks"),
-                 label=lambda s: "autoattack" if s.version == "standard" else "+".join(s.attacks))
+@register_attack("autoattack")
 def _autoattack(spec: AttackSpec, forward, x, y, *, bounds, generator=None) -> torch.Tensor:
     """AutoAttack L∞ (Croce & Hein, 2020) via pyautoattack: standard ensemble or a custom list."""
     return autoattack(forward, x, y, eps=spec.eps, version=spec.version, attacks=spec.attacks, bounds=bounds,

@@ -13,11 +13,12 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from bench.accel_keys import identity_view
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Status(enum.StrEnum):

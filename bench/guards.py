@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks import AttackSpec
+from bench.catalog import DEFAULT_GUARDS, GUARD_NAMES, declared  # names and defaults, declared torch-free
 from bench.data import PreparedData, derived_seed
 from bench.registry import Registry
 from bench.results.read import RESULT_COLUMNS, load_guards, load_results, load_sample_flags
@@ -168,7 +169,8 @@ def register_guard(name: str, *, threshold: float, needs_model: bool, applies: C
 
     def decorate(check: Callable[[GuardContext], GuardResult]):
         description = (check.__doc__ or "").strip().splitlines()[0]
-        GUARDS.register(name)(Guard(name, threshold, needs_model, applies, check, description))
+        GUARDS.register(declared("guard", name, GUARD_NAMES))(Guard(name, threshold, needs_model, applies, check,
+                                                                    description))
         return check
 
     return decorate
@@ -265,9 +267,6 @@ def _pgd_aa_gap(ctx: GuardContext) -> GuardResult:
                                ctx.data.class_names)
     detail = {"pgd": pgd_label, "autoattack": aa_label, **detail}
     return GuardResult("pgd-aa-gap", value, PGD_AA_GAP_THRESHOLD, value > PGD_AA_GAP_THRESHOLD, detail)
-
-
-DEFAULT_GUARDS = ("zero-grad-share", "scaled-pgd", "pgd-aa-gap")
 
 
 # -- readers over a results database ------------------------------------------------------------------------

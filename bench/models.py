@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.catalog import MODEL_NAMES, declared
 from bench.registry import Registry
 
 PROJECTION_DIM = 128
@@ -74,6 +75,12 @@ ModelFactory = Callable[..., Classifier]
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: register a factory under ``name``, which :data:`bench.catalog.MODEL_NAMES` must declare (the
+    suite validates ``model`` against that torch-free list)."""
+    return MODELS.register(declared("model", name, MODEL_NAMES))
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -115,7 +122,7 @@ class ResNetBackbone(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
 
 
-@MODELS.register("resnet18")
+@register_model("resnet18")
 def resnet18(num_classes: int, input_shape: tuple[int, ...], classifier: str = "linear") -> Classifier:
     """CIFAR ResNet-18 (11.2 M parameters), 512-d features."""
     return Classifier(ResNetBackbone((2, 2, 2, 2), input_shape[0]), 512, num_classes, classifier)
@@ -142,13 +149,13 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
-@MODELS.register("cnn-small")
+@register_model("cnn-small")
 def cnn_small(num_classes: int, input_shape: tuple[int, ...], classifier: str = "linear") -> Classifier:
     """Small CNN sized for 8×8 digits (≈ 24 k parameters), 64-d features."""
     return Classifier(SmallCNN(input_shape[0]), 64, num_classes, classifier)
 
 
-@MODELS.register("linear")
+@register_model("linear")
 def linear(num_classes: int, input_shape: tuple[int, ...], classifier: str = "linear") -> Classifier:
     """A linear classifier on the raw input (Section 3's Gaussian data): features are the input itself."""
     dim = 1

@@ -27,9 +27,10 @@ def git_commit() -> str | None:
 
 @functools.cache
 def versions() -> dict[str, str]:
+    from importlib import metadata
+
     import numpy
     import sklearn
-    import sqlalchemy
     import torchvision
 
     import bench
@@ -37,7 +38,7 @@ def versions() -> dict[str, str]:
     return {
         "bench": bench.__version__, "python": platform.python_version(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__,
-        "sqlalchemy": sqlalchemy.__version__,
+        "sqlalchemy": metadata.version("sqlalchemy"),  # the store's version, without importing it here
     }
 
 

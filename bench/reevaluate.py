@@ -55,8 +55,10 @@ class RunOutcome:
     guards: list = field(default_factory=list)  # GuardResult
 
 
-def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], download: bool = False) -> RunOutcome:
-    """Add the attacks of ``tables`` the run lacks, and the guards it lacks, to one finished run."""
+def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], download: bool = False,
+                 progress=None) -> RunOutcome:
+    """Add the attacks of ``tables`` the run lacks, and the guards it lacks, to one finished run; ``progress``
+    (:class:`bench.progress.EvaluateProgress`) is told which attack runs and how far it got."""
     import numpy as np
     import torch
 
@@ -82,8 +84,7 @@ def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], dow
         new.append((spec, table))
     all_tables = {**stored_tables, **{s.label: t for s, t in new}}
     specs = {label: AttackSpec.from_table(t) for label, t in all_tables.items()}
-    method = methods.get(config["method"], **config["method_args"]).for_run(
-        epochs=config["epochs"], milestones=config["milestones"])
+    method = methods.for_cell(config)
     order = [*stored_flags, *(s.label for s, _ in new)]
     light = GuardContext(None, None, config, method, dict.fromkeys(order), specs)
     stored_guards = read.stored_guards(store, run.id)
@@ -115,7 +116,8 @@ def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], dow
     except RuntimeError as exc:
         return RunOutcome("skipped", f"checkpoint {path} does not fit the cell's model: {str(exc).splitlines()[0]}")
     model.eval()
-    correct = evaluate(model, data, config, specs=[s for s, _ in new])
+    correct = evaluate(model, data, config, specs=[s for s, _ in new],
+                       on_step=progress.step if progress is not None else None)
     if clean is not None:
         differ = int((correct["clean"] != clean).sum())
         if differ > CLEAN_MISMATCH_TOLERANCE * clean.size:
@@ -125,6 +127,8 @@ def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], dow
     all_flags = {**stored_flags, **added} if stored_flags else dict(correct)
     ctx = GuardContext(model, data, config, method, all_flags, specs)
     names = [n for n in guard_names(config) if n in missing or (added and not GUARDS.get(n).needs_model)]
+    if progress is not None and names:
+        progress.phase("guards " + ", ".join(names))
     guards = run_guards(ctx, names)
     store.add_evaluation(run.id, correct=added, attack_specs={s.label: t for s, t in new},
                          class_names=data.class_names, train_counts=data.train_counts,

@@ -30,7 +30,7 @@ from bench.guards import GuardContext, run_guards
 from bench.progress import Progress
 from bench.provenance import provenance
 from bench.settings import Settings
-from bench.results.ledger import Ledger
+from bench.results.ledger import Ledger, check_run_folders
 from bench.results.store import Store
 from bench.train import save_final, train
 
@@ -43,7 +43,7 @@ class RunSummary:
         self.counts[status] = self.counts.get(status, 0) + 1
 
     def line(self) -> str:
-        order = ("done", "skipped", "busy", "failed", "diverged", "interrupted")
+        order = (Status.DONE, "skipped", "busy", Status.FAILED, Status.DIVERGED, Status.INTERRUPTED)
         return ", ".join(f"{self.counts[k]} {k}" for k in order if self.counts.get(k))
 
 
@@ -67,8 +67,7 @@ def run_cell(
         torch.cuda.reset_peak_memory_stats(device)
     data = prepare(config["dataset"], config["imbalance"], config["seed"], root=settings.data_root,
                    download=download or settings.download, args=config["dataset_args"], device=device)
-    method = methods.get(config["method"], **config["method_args"]).for_run(
-        epochs=config["epochs"], milestones=config["milestones"])
+    method = methods.for_cell(config)
     run_dir = settings.run_dir / cell.cell_hash
     outcome = train(config, method, data, run_dir, on_epoch)
     correct = evaluate(outcome.model, data, config)
@@ -110,6 +109,8 @@ def run_cells(
     ledger = Ledger(store, settings.run_dir)
     summary = RunSummary()
     todo = ledger.pending(cells)  # ingests what a killed run left in result files first
+    if todo:
+        check_run_folders(settings.run_dir, todo)  # one line before any claim when the run folder is read-only
     summary.counts["skipped"] = len(cells) - len(todo)
     progress = progress or Progress(enabled=False)
     with progress.session(total=len(todo), skipped=len(cells) - len(todo)):
@@ -118,13 +119,13 @@ def run_cells(
                 summary.add("busy")
                 progress.cell_skipped(cell, "done or running in another process")
                 continue
-            progress.cell_started(cell)
 
             def on_epoch(done: int, total: int, row: dict, cell: Cell = cell) -> None:
                 ledger.heartbeat(cell, done)
                 progress.epoch(done, total, row)
 
             def work(cell: Cell = cell) -> CellResult:
+                progress.cell_started(cell)  # inside the held cell: whatever raises here releases it
                 return run_cell(cell, settings, device, on_epoch, download)
 
             try:

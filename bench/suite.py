@@ -9,6 +9,13 @@ Precedence, lowest first: built-in defaults (the dataset's own, then the general
 ``[defaults]`` < the suite's ``[defaults]`` < the grid's keys < CLI overrides. A cell's identity is the hash of its
 fully resolved configuration (suite name and the method's resolved hyperparameters included), which is the cache
 key in the results store.
+
+A suite file is read and parsed once (:func:`read_suite_file`, a :class:`SuiteFile`): ``bench run`` learns its
+kind from it (a ``kind = "theory"`` file goes to :mod:`bench.analysis.theory_suite`), expands a cell suite from it
+(:func:`load_suite`) and hands its ``[slurm]`` / ``[ray]`` tables to the executors
+(:func:`bench.executors.executor_options`). Validation reads the torch-free declarations of the plug-ins
+(:mod:`bench.catalog`, the dataset registry, the method registry), so loading a suite imports neither torch nor
+the results store.
 """
 
 from __future__ import annotations
@@ -26,12 +33,10 @@ from typing import Any
 
 import methods
 from bench import accel_keys
+from bench.catalog import AA_ATTACKS, AA_VERSIONS, DEFAULT_GUARDS, GUARD_NAMES, KINDS, MODEL_NAMES, AttackConfig
 from bench.cell import Cell, cell_hash
-from bench.attacks import AA_ATTACKS, AA_VERSIONS, ATTACKS, KINDS, AttackSpec
 from bench.data import DATASETS, parse_profile
 from bench.errors import BenchError, check_keys, valid_choices
-from bench.guards import DEFAULT_GUARDS, GUARDS
-from bench.models import MODELS
 from bench.settings import Settings
 from bench.values import parse_number, read_toml
 
@@ -60,36 +65,68 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "features": 0,  # penultimate features of this many train and test points to keep (t-SNE); 0 = none
     **accel_keys.ACCEL_DEFAULTS,  # precision, eval_precision, compile, channels_last: speed knobs (bench.accel)
 }
-# ``guards`` (names from bench.guards.GUARDS, default DEFAULT_GUARDS) is a cell key without a built-in default
+# ``guards`` (names from bench.catalog.GUARD_NAMES, default DEFAULT_GUARDS) is a cell key without a built-in default
 # entry: it appears in a resolved config only when it differs from the default, so adding it changed no cell hash.
 CELL_KEYS = ("dataset", "imbalance", "method", "seed", *BUILTIN_DEFAULTS, "guards")
 TABLE_KEYS = ("train_attack", "method_args", "dataset_args")
-# Keys of an eval_attacks table: kind, eps and name for every kind, plus the kind's own (bench.attacks.KINDS).
+# Keys of an eval_attacks table: kind, eps and name for every kind, plus the kind's own (bench.catalog.KINDS).
 ATTACK_KEYS = ("kind", "eps", "name", *dict.fromkeys(k for kind in KINDS.values() for k in kind.keys))
 TRAIN_ATTACK_KEYS = ("kind", "eps", "alpha", "steps", "random_start", "bn_mode")
 TRAIN_ATTACK_KINDS = ("pgd",)  # training runs bench.attacks.pgd itself
 
 
 @dataclass(frozen=True)
+class SuiteFile:
+    """A suite file, read and parsed once: its path, its TOML document and what kind of suite it is."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        """``theory`` for a Section 3 suite (``kind = "theory"``), else ``cells``; the loaders report mistakes."""
+        return "theory" if self.data.get("kind") == "theory" else "cells"
+
+    def executor_table(self, name: str) -> dict[str, Any]:
+        """The file's ``[name]`` table (``slurm``, ``ray``), empty when absent; never part of a cell."""
+        table = self.data.get(name, {})
+        if not isinstance(table, dict):
+            raise BenchError(f"{self.path}: {name} must be a table ([{name}]), got {table!r}")
+        return table
+
+
+def read_suite_file(path: str | Path | SuiteFile) -> SuiteFile:
+    """Read and parse a suite file once (a :class:`SuiteFile` is returned as is); a missing, unreadable or
+    malformed file is one :class:`BenchError` line."""
+    if isinstance(path, SuiteFile):
+        return path
+    return SuiteFile(Path(path), read_toml(path))
+
+
+@dataclass(frozen=True)
 class Suite:
+    """A cell suite, validated and expanded: every cell fully resolved, in grid order, without duplicates."""
+
     name: str
     description: str
     seeds: list[int]
     path: Path
     cells: list[Cell]
+    file: SuiteFile  # the file it was read from (its executor tables)
 
 
 def load_suite(
-    path: str | Path,
+    path: str | Path | SuiteFile,
     settings: Settings,
     *,
     seeds: list[int] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Suite:
-    """Read, validate and expand a suite file into cells; every mistake is one :class:`BenchError` line."""
-    path = Path(path)
+    """Validate and expand a suite file (a path, or a :class:`SuiteFile` already read) into cells; every
+    mistake is one :class:`BenchError` line."""
+    file = read_suite_file(path)
+    path, data = file.path, file.data
     where = str(path)
-    data = read_toml(path)
     check_keys(data, SUITE_KEYS, where)
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name:
@@ -119,7 +156,7 @@ def load_suite(
                 config = resolve(point, seed, name, settings.defaults, suite_defaults, overrides or {}, gwhere)
                 cell = Cell(config, cell_hash(config))
                 cells.setdefault(cell.cell_hash, cell)
-    return Suite(name, description, list(suite_seeds), path, list(cells.values()))
+    return Suite(name, description, list(suite_seeds), path, list(cells.values()), file)
 
 
 def _check_table(value: Any, where: str) -> None:
@@ -198,7 +235,7 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
         raise BenchError(f"{where}: no method given; valid: {', '.join(methods.names())}")
     if "imbalance" not in c:
         raise BenchError(f"{where}: no imbalance given; valid forms: step-K, exp-K, balanced, counts:..., binary:...")
-    for key, registry in (("method", methods.METHODS), ("model", MODELS)):
+    for key, registry in (("method", methods.METHODS), ("model", MODEL_NAMES)):
         value = c[key]
         if not isinstance(value, str) or value not in registry:
             raise BenchError(f"{where}: {key} = {value!r} is unknown{valid_choices(str(value), registry)}")
@@ -242,7 +279,7 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
                              f"{valid_choices(key, plugin.params or ['none'])}")
         c["dataset_args"][key] = parse_number(value, f"{where}: dataset_args.{key}")
     try:
-        method = methods.get(c["method"], **c["method_args"]).for_run(epochs=c["epochs"], milestones=c["milestones"])
+        method = methods.for_cell(c)
     except BenchError as exc:
         raise BenchError(f"{where}: method_args: {exc}") from None
     c["method_params"] = dataclasses.asdict(method)
@@ -307,14 +344,14 @@ RESERVED_LABELS = frozenset({"clean", "worst-case"})  # standard accuracy; bench
 def eval_attack(table: Any, where: str) -> dict[str, Any]:
     """A validated, normalised ``eval_attacks`` table (also what ``bench evaluate --attack`` takes).
 
-    Only the keys its kind reads are kept (``bench.attacks.KINDS``). Keys added after the first release are left
+    Only the keys its kind reads are kept (``bench.catalog.KINDS``). Keys added after the first release are left
     out at their defaults (``restarts = 1``), so the hash of a cell that does not use them did not change.
     """
     if not isinstance(table, dict):
         raise BenchError(f"{where}: must be a table like {{ kind = \"pgd\", eps = \"8/255\", alpha = \"2/255\", steps = 20 }}")
     kind = table.get("kind", "pgd")
-    if not isinstance(kind, str) or kind not in ATTACKS:
-        raise BenchError(f"{where}: kind = {kind!r} is unknown{valid_choices(str(kind), ATTACKS)}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise BenchError(f"{where}: kind = {kind!r} is unknown{valid_choices(str(kind), KINDS)}")
     allowed = ("kind", "eps", "name", *KINDS[kind].keys)
     if kind == "fgsm":
         allowed += ("alpha", "steps")  # accepted when they say what FGSM does: one step of size eps
@@ -375,16 +412,17 @@ def _nonnegative(table: Mapping[str, Any], key: str, where: str) -> float:
 def _guards(value: Any, where: str) -> list[str]:
     """Guard names, deduplicated, in the registry's order."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BenchError(f"{where}: must be a list of guard names, e.g. {list(DEFAULT_GUARDS)}; valid: {', '.join(GUARDS)}")
+        raise BenchError(f"{where}: must be a list of guard names, e.g. {list(DEFAULT_GUARDS)}; "
+                         f"valid: {', '.join(GUARD_NAMES)}")
     for name in value:
-        if name not in GUARDS:
-            raise BenchError(f"{where}: unknown guard {name!r}{valid_choices(name, GUARDS)}")
-    return [name for name in GUARDS if name in value]
+        if name not in GUARD_NAMES:
+            raise BenchError(f"{where}: unknown guard {name!r}{valid_choices(name, GUARD_NAMES)}")
+    return [name for name in GUARD_NAMES if name in value]
 
 
 def attack_label(attack: Mapping[str, Any]) -> str:
     """The label results are stored under: the attack's ``name``, else its kind's label (``pgd-20``, ``fgsm``)."""
-    return AttackSpec.from_table(attack).label
+    return AttackConfig.from_table(attack).label
 
 
 def select(cells: list[Cell], only: Iterable[str]) -> list[Cell]:

@@ -1,11 +1,12 @@
-"""Training methods as registered plug-ins: ``methods.get("srat-ldam", lam=1.0)``, ``methods.names()``.
+"""Training methods as registered plug-ins: ``methods.get("srat-ldam", lam=1.0)``, ``methods.names()``,
+``methods.for_cell(config)`` (a cell's method, run-dependent defaults filled in).
 
 Importing this package registers the paper's eleven methods, in the order of its tables, then the field's other
 answers to imbalanced robustness (TRADES, MART, Balanced Softmax, logit adjustment, RoBal, resampling).
 """
 
 from methods.base import LossInputs, Method
-from methods.registry import METHODS, get, names, register
+from methods.registry import METHODS, for_cell, get, names, register
 
 # Registration order is the row order of the paper's tables.
 from methods import plain as _plain  # noqa: E402,F401  ce, focal, ldam
@@ -19,4 +20,4 @@ from methods import logit_adjust as _logit_adjust  # noqa: E402,F401  logit-adju
 from methods import robal as _robal  # noqa: E402,F401  robal
 from methods import resample as _resample  # noqa: E402,F401  resample
 
-__all__ = ["METHODS", "LossInputs", "Method", "get", "names", "register"]
+__all__ = ["METHODS", "LossInputs", "Method", "for_cell", "get", "names", "register"]

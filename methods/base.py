@@ -28,14 +28,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from methods.choices import CLASSIFIERS, NORMALIZATIONS
+
 if TYPE_CHECKING:
     import torch
 
 # torch (and so methods.losses / methods.weights) is imported where a loss or a weight is computed, not here:
 # reading the registry (bench list, report, compare) then starts without torch's two-second import.
-
-CLASSIFIERS = ("linear", "cosine")
-NORMALIZATIONS = ("max", "sum")  # class-balanced weight normalisations (methods.weights.class_balanced)
 
 
 @dataclass(frozen=True)

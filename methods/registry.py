@@ -1,9 +1,11 @@
-"""The method registry: ``@register("name")`` on a :class:`~methods.base.Method` subclass."""
+"""The method registry: ``@register("name")`` on a :class:`~methods.base.Method` subclass; :func:`get` builds a
+method from its name and hyperparameters, :func:`for_cell` the one a cell trains with. Torch-free."""
 
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from bench.errors import BenchError, valid_choices
 from bench.registry import Registry
@@ -44,6 +46,14 @@ def get(name: str, **overrides) -> Method:
         return cls(**values)
     except ValueError as exc:
         raise BenchError(str(exc)) from None
+
+
+def for_cell(config: Mapping[str, Any]) -> Method:
+    """The method a resolved cell trains with: ``method`` with its ``method_args``, the run-dependent defaults
+    filled in from ``epochs`` and ``milestones`` (:meth:`Method.for_run`). The suite stores its fields as the
+    cell's ``method_params``; the runner and ``bench evaluate`` train and guard with it."""
+    method = get(config["method"], **config["method_args"])
+    return method.for_run(epochs=config["epochs"], milestones=config["milestones"])
 
 
 def _coerce(method: str, key: str, value, annotation):

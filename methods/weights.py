@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from bench.registry import Registry
-from methods.base import NORMALIZATIONS
+from methods.choices import NORMALIZATIONS
 
 
 def _as_counts(class_counts: Sequence[int] | torch.Tensor) -> torch.Tensor:

@@ -12,19 +12,9 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from bench.compare import (
-    build_comparison,
-    compare,
-    fmt_ci,
-    fmt_diff,
-    fmt_p,
-    fmt_pct,
-    holm,
-    paired_difference,
-    parse_metrics,
-    render,
-    render_compare_html,
-)
+from bench.analysis.comparison import build_comparison, compare, parse_metrics
+from bench.analysis.paired import holm, paired_difference
+from bench.report.compare_render import fmt_ci, fmt_diff, fmt_p, fmt_pct, render, render_compare_html
 from bench.cli.compare import compare_command
 from bench.errors import BenchError
 from bench.results.read import load_results

@@ -324,6 +324,40 @@ def test_for_run_fills_drw_epoch_from_first_milestone(name):
     assert type(m.for_run(epochs=1, milestones=[1])) is type(m)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_for_cell_is_get_then_for_run_on_a_cell_config(name):
+    """``methods.for_cell`` is the one place a cell's method is built (suite, runner and bench evaluate use it)."""
+    config = {"method": name, "method_args": {"drw_epoch": "3"} if name == "ce" else {}, "epochs": 20,
+              "milestones": [16, 18]}
+    expected = methods.get(name, **config["method_args"]).for_run(epochs=20, milestones=[16, 18])
+    assert methods.for_cell(config) == expected
+    assert methods.for_cell(config).drw_epoch == (3 if name == "ce" else 16)
+
+
+def test_a_suite_stores_the_method_for_cell_builds():
+    from pathlib import Path
+
+    from bench.settings import Settings
+    from bench.suite import load_suite
+
+    for cell in load_suite(Path(__file__).resolve().parents[1] / "suites" / "quick.toml", Settings()).cells:
+        assert dataclasses.asdict(methods.for_cell(cell.config)) == cell["method_params"]
+
+
+def test_the_method_contract_loads_without_torch():
+    """The registry and hyperparameter resolution are torch-free; losses and weights are imported when computed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, methods; methods.for_cell({'method': 'srat-ldam', 'method_args': {'lam': 1}, 'epochs': 5, "
+            "'milestones': [3]}); print(sorted(m for m in ('torch', 'methods.losses', 'methods.weights') "
+            "if m in sys.modules))")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if SCHEDULE[n][0] != "uniform"])
 def test_reweighting_methods_need_for_run(name):
     with pytest.raises(ValueError, match=r"for_run"):

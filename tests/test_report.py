@@ -26,7 +26,7 @@ from sqlalchemy import text
 from bench.errors import BenchError
 from bench.analysis.metrics import group_accuracies
 from bench.cli.report import report_command
-from bench.report import make_report, resources
+from bench.report import compare_render, make_report, resources
 from bench.report import render as render_module
 from bench.report.load import load_report_data
 from bench.report.tables import run_accuracies
@@ -535,25 +535,40 @@ def test_no_reference_hides_paper_values(db, tmp_path):
     assert "(paper " not in result.path.read_text()
 
 
-def test_reference_copies_are_identical():
-    """reports/ is canonical; the package ships the same files for non-editable installs."""
-    canonical, packaged = REPO / "reports", resources.PACKAGE_RESOURCES
-    assert filecmp.cmp(canonical / "srat-paper-tables.csv", packaged / "srat-paper-tables.csv", shallow=False)
-    names = sorted(p.name for p in (canonical / "templates").iterdir())
-    assert names == sorted(p.name for p in (packaged / "templates").iterdir()) == ["report.html", "report.md",
-                                                                                    "report.tex"]
-    for name in names:
-        assert filecmp.cmp(canonical / "templates" / name, packaged / "templates" / name, shallow=False), name
+def test_one_copy_of_the_templates_and_the_paper_csv():
+    """bench/report/resources/ is the only copy: reports/ is that folder, and the renderers load from it."""
+    assert (REPO / "reports").resolve() == resources.RESOURCES == REPO / "bench" / "report" / "resources"
+    assert resources.template_dir() == resources.RESOURCES / "templates"
+    assert resources.reference_csv() == resources.RESOURCES / "srat-paper-tables.csv"
+    names = sorted(p.name for p in resources.template_dir().iterdir())
+    assert names == ["claims.html", "claims_section.html", "compare.html", "report.html", "report.md", "report.tex",
+                     "theory_table.html"]
+    for fmt in ("html", "md", "latex"):  # what the report renders with
+        template = render_module._environment(fmt).get_template(render_module.TEMPLATES[fmt])
+        assert Path(template.filename) == resources.template_dir() / render_module.TEMPLATES[fmt]
+    assert Path(compare_render._html_template().filename) == resources.template_dir() / "compare.html"
+    from bench.report.reference import Reference
+
+    assert Reference.load().get("cifar10", "step-10", "ce") is not None  # read from reference_csv()
+    wanted = {*names, "srat-paper-tables.csv"}
+    copies = sorted(str(p.relative_to(REPO)) for top in ("bench", "methods")
+                    for p in (REPO / top).rglob("*") if p.name in wanted)
+    assert copies == sorted(f"bench/report/resources/{'templates/' if n != 'srat-paper-tables.csv' else ''}{n}"
+                            for n in wanted)
     shared = REPO.parent / "shared" / "paper" / "srat-paper-tables.csv"
     if shared.exists():  # the transcription this project was given
-        assert filecmp.cmp(shared, canonical / "srat-paper-tables.csv", shallow=False)
+        assert filecmp.cmp(shared, resources.reference_csv(), shallow=False)
 
 
-def test_package_resources_work_without_the_repository(db, tmp_path, monkeypatch):
-    monkeypatch.setattr(resources, "repo_reports", lambda: None)
-    assert resources.template_dir() == resources.PACKAGE_RESOURCES / "templates"
-    result = make_report(db=db, suite="paper", fmt="csv", out=tmp_path)
-    assert "63.26" in result.path.read_text()
+def test_package_data_ships_every_resource():
+    """A non-editable install (a wheel) gets every file of the one copy, under the same path beside the code."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = REPO / "bench" / "report"
+    files = [p.relative_to(package).as_posix() for p in resources.RESOURCES.rglob("*") if p.is_file()]
+    assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns["bench.report"]) for f in files), files
 
 
 # -- escaping ---------------------------------------------------------------------------------------------------

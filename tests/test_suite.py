@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.settings import Settings, load_settings
-from bench.suite import cell_hash, expand_grid, load_suite, parse_overrides, select
+from bench.suite import cell_hash, expand_grid, load_suite, parse_overrides, read_suite_file, select
 
 
 def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
@@ -169,3 +171,82 @@ def test_bad_bench_toml(tmp_path):
     (tmp_path / "bench.toml").write_text("[bench]\ndata_rot = 'x'\n")
     with pytest.raises(BenchError, match=r"unknown key bench.data_rot \(did you mean 'data_root'\?\)"):
         load_settings(tmp_path / "bench.toml")
+
+
+# -- one read, no torch ---------------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_loading_a_suite_imports_neither_torch_nor_the_store():
+    """Reading and expanding a suite (all its validation included) stays light: a fresh interpreter."""
+    code = ("import sys; from bench.settings import Settings; from bench.suite import load_suite; "
+            "load_suite('suites/quick.toml', Settings()); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'sqlalchemy', 'pandas', 'scipy', 'bench.results', "
+            "'bench.attacks', 'bench.models', 'bench.guards', 'bench.data.subset') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_suite_file_is_read_once_and_knows_its_kind_and_executor_tables(tmp_path):
+    cells = read_suite_file(write(tmp_path, BASIC + '\n[slurm]\npartition = "gpu"\n'))
+    assert cells.kind == "cells" and cells.executor_table("slurm") == {"partition": "gpu"}
+    assert cells.executor_table("ray") == {}
+    assert read_suite_file(cells) is cells
+    suite = load_suite(cells, Settings())
+    assert suite.file is cells and suite.path == cells.path
+    assert [c.cell_hash for c in suite.cells] == [c.cell_hash for c in load_suite(cells.path, Settings()).cells]
+    theory = read_suite_file(write(tmp_path, 'name = "t"\nkind = "theory"\n[theory]\nd = 1\n', "t.toml"))
+    assert theory.kind == "theory"
+    bad = read_suite_file(write(tmp_path, "slurm = 3\n" + BASIC, "bad.toml"))
+    with pytest.raises(BenchError) as info:
+        bad.executor_table("slurm")
+    assert str(info.value) == f"{bad.path}: slurm must be a table ([slurm]), got 3"
+    with pytest.raises(BenchError, match="does not exist"):
+        read_suite_file(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("kind", ["cells", "theory"])
+def test_bench_run_reads_the_suite_file_once(kind, tmp_path, monkeypatch):
+    """Kind, cells (or theory grid) and executor tables all come from one read of the file."""
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BENCH_CONFIG", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Slurm tools: the run stops after reading the executor table
+    if kind == "cells":
+        path = write(tmp_path, BASIC + '\n[slurm]\npartition = "gpu"\n')
+        args = ["run", str(path), "--executor", "slurm"]
+    else:
+        path = write(tmp_path, 'name = "t"\nkind = "theory"\n[theory]\nd = 1\neta = 1\nsigma = 1\nK = 2\nrho = 1\n')
+        args = ["run", str(path), "--dry-run"]
+    reads = []
+    read_text = Path.read_text
+
+    def counting(self, *a, **k):
+        if self.name == path.name:
+            reads.append(self)
+        return read_text(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    out = CliRunner().invoke(cli, args)
+    expected = "needs Slurm's sbatch" if kind == "cells" else "1 grid point(s) to evaluate"
+    assert expected in out.output, out.output
+    assert len(reads) == 1
+
+
+def test_the_catalog_declares_exactly_what_the_plugins_register():
+    """bench.catalog (torch-free, what suites are checked against) and the torch plug-ins name the same things."""
+    from bench import catalog
+    from bench.attacks import ATTACKS, AttackSpec
+    from bench.guards import GUARDS
+    from bench.models import MODELS, register_model
+
+    assert list(MODELS) == list(catalog.MODEL_NAMES)
+    assert list(GUARDS) == list(catalog.GUARD_NAMES)
+    assert list(ATTACKS) == list(catalog.KINDS)
+    with pytest.raises(ValueError, match="not declared in bench.catalog"):
+        register_model("vit")(lambda *a: None)
+    table = {"kind": "pgd", "eps": 0.1, "alpha": 0.01, "steps": 20, "restarts": 5}
+    assert AttackSpec.from_table(table).label == catalog.AttackConfig.from_table(table).label == "pgd-20x5"

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
+from bench.report.theory_render import render_theory
 from bench.analysis.theory import (
     check_theorems,
     classwise_errors,
@@ -29,7 +30,6 @@ from bench.analysis.theory import (
     monte_carlo_bias,
     monte_carlo_tolerance,
     optimal_bias,
-    render_theory,
     run_theory_suite,
     theorem_pairs,
 )
@@ -270,6 +270,16 @@ def test_shipped_suite_file_is_valid():
     for phrase in ("Section 3", "Lemma 3.1", "Theorems 3.1 and 3.2"):
         assert phrase.replace(" ", "") in suite["description"].replace(" ", "").replace("\n", "")
     assert suite["grid"]["d"] == [1, 10, 100]
+
+
+def test_a_theory_suite_is_validated_from_the_file_already_read():
+    """``bench run`` reads a suite file once (bench.suite.read_suite_file); the theory reader takes that document."""
+    from bench.analysis import theory_suite
+    from bench.suite import read_suite_file
+
+    file = read_suite_file(SUITE)
+    assert file.kind == "theory"
+    assert load_theory_suite(file) == load_theory_suite(SUITE) == theory_suite.load_theory_suite(SUITE)
 
 
 @pytest.mark.slow

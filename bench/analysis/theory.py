@@ -68,9 +68,8 @@ Eq. (4): ``err₊(f1'*) − err₊(f1*) < err₊(f2'*) − err₊(f2*)`` with f'
 (adversarial errors when its ε > 0). Every such error depends on (η', σ) only through η'/σ (and d), so it is the
 order of η'/σ, not of S = η'/σ², that decides the inequalities (:func:`theorem_pairs` lists both orders).
 
-**Entry points** for the CLI and the report: :func:`load_theory_suite` (validate a ``kind = "theory"`` file),
-:func:`run_theory_suite` (file → frame), :func:`evaluate_grid` (dict → frame), :func:`theorem_pairs` (the
-theorems over pairs of the grid's distributions) and :func:`render_theory` (frame → html fragment, md or csv).
+**Entry points**: :func:`evaluate_grid` (grid → frame), :func:`theorem_pairs`, :func:`run_theory_suite` (file →
+frame; reading the file is :mod:`bench.analysis.theory_suite`); :mod:`bench.report.theory_render` renders a frame.
 """
 
 from __future__ import annotations
@@ -78,7 +77,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,17 +86,10 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_ndtr, ndtr
 
-from bench.errors import BenchError, check_keys, valid_choices
-from bench.values import parse_number, read_toml
+from bench.analysis.theory_suite import DEFAULT_MONTE_CARLO_SAMPLES, GRID_KEYS, NORMS  # noqa: F401 - the grid
+from bench.analysis.theory_suite import load_theory_suite, validate_grid  # noqa: F401 - the suite-file reader
+from bench.errors import BenchError, valid_choices
 
-NORMS = ("linf", "l2")
-GRID_KEYS = ("d", "eta", "sigma", "K", "rho", "eps")  # the axes; one frame row per combination
-OPTION_KEYS = ("norm", "monte_carlo_samples", "seed")  # scalars
-THEORY_KEYS = GRID_KEYS + OPTION_KEYS
-SUITE_KEYS = ("name", "kind", "description", "theory")
-FORMATS = ("html", "md", "csv")
-
-DEFAULT_MONTE_CARLO_SAMPLES = 100_000  # per row; the MC bias error is ~ n^(-1/3) of the projected std
 # Numeric vs closed form "agree" when |b_num − b_cf| <= AGREE_ATOL·s + AGREE_RTOL·|b_cf| (s = √d·σ, the projected
 # std). The numeric optimiser is ~1e-8 relative accurate, so this tolerance only absorbs rounding, never a model
 # difference.
@@ -368,55 +360,6 @@ def check_theorems(d: int, K: float, eta1: float, sigma1: float, eta2: float, si
 
 
 # -- grids --------------------------------------------------------------------------------------------------------
-def validate_grid(grid: Mapping[str, Any], where: str = "theory grid") -> dict[str, Any]:
-    """The grid with every value checked and parsed; one BenchError line naming ``where``, the key and the value.
-
-    Axes (a list, or one value): ``d`` (integers >= 1), ``eta`` (> 0), ``sigma`` (> 0), ``K`` (>= 1), ``rho`` (> 0),
-    ``eps`` (>= 0; default [0]). Options: ``norm`` (one of NORMS, default "linf"), ``monte_carlo_samples``
-    (integer >= 0, 0 skips Monte Carlo; default DEFAULT_MONTE_CARLO_SAMPLES), ``seed`` (integer >= 0, default 0).
-    Numbers may be strings such as "8/255".
-    """
-    if not isinstance(grid, Mapping):
-        raise BenchError(f"{where}: must be a table of lists such as d = [1, 10], got {grid!r}")
-    check_keys(grid, THEORY_KEYS, where)
-    rules = {
-        "d": (lambda v: isinstance(v, int) and v >= 1, "integers >= 1"),
-        "eta": (lambda v: v > 0, "numbers > 0"),
-        "sigma": (lambda v: v > 0, "numbers > 0"),
-        "K": (lambda v: v >= 1, "numbers >= 1 (K = majority/minority prior ratio)"),
-        "rho": (lambda v: v > 0, "numbers > 0"),
-        "eps": (lambda v: v >= 0, "numbers >= 0"),
-    }
-    out: dict[str, Any] = {}
-    for key, (ok, allowed) in rules.items():
-        if key not in grid:
-            if key == "eps":
-                out[key] = [0.0]
-                continue
-            raise BenchError(f"{where}: missing key {key!r}; needs {', '.join(GRID_KEYS[:5])} (and optionally eps)")
-        raw = grid[key]
-        values = raw if isinstance(raw, list) else [raw]
-        if not values:
-            raise BenchError(f"{where}: {key} = []: must be a non-empty list of {allowed}")
-        parsed = []
-        for value in values:
-            number = parse_number(value, f"{where}: {key}")
-            if not math.isfinite(number) or not ok(number):
-                raise BenchError(f"{where}: {key} = {value!r} is not allowed; {key} must be {allowed}")
-            parsed.append(number if key == "d" else float(number))
-        out[key] = parsed
-    norm = grid.get("norm", "linf")
-    if norm not in NORMS:
-        raise BenchError(f"{where}: norm = {norm!r} is unknown{valid_choices(str(norm), NORMS)}")
-    out["norm"] = norm
-    for key, default in (("monte_carlo_samples", DEFAULT_MONTE_CARLO_SAMPLES), ("seed", 0)):
-        value = grid.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise BenchError(f"{where}: {key} = {value!r} is not allowed; {key} must be an integer >= 0")
-        out[key] = value
-    return out
-
-
 def _agree(value: float, reference: float, s: float) -> bool:
     """|value − reference| <= AGREE_ATOL·s + AGREE_RTOL·|reference|, both finite."""
     return bool(math.isfinite(value) and math.isfinite(reference)
@@ -548,80 +491,7 @@ def theorem_pairs(grid: Mapping[str, Any], where: str = "theory grid") -> pd.Dat
     return frame
 
 
-# -- suite files --------------------------------------------------------------------------------------------------
-def load_theory_suite(path: str | Path) -> dict[str, Any]:
-    """Read and validate a ``kind = "theory"`` suite file: {"name", "description", "grid"} (grid validated)."""
-    path = Path(path)
-    where = str(path)
-    data = read_toml(path)
-    check_keys(data, SUITE_KEYS, where)
-    if data.get("kind") != "theory":
-        raise BenchError(f"{where}: kind = {data.get('kind')!r}; a theory suite needs kind = \"theory\"")
-    name = data.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise BenchError(f"{where}: name must be a non-empty string, got {name!r}")
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise BenchError(f"{where}: description must be a string, got {description!r}")
-    if "theory" not in data:
-        raise BenchError(f"{where}: needs a [theory] table with d, eta, sigma, K, rho (and optionally eps)")
-    return {"name": name, "description": description, "grid": validate_grid(data["theory"], f"{where}: [theory]")}
-
-
 def run_theory_suite(path: str | Path) -> pd.DataFrame:
     """Load a theory suite file and return :func:`evaluate_grid`'s frame for its [theory] grid."""
     suite = load_theory_suite(path)
     return evaluate_grid(suite["grid"], f"{path}: [theory]")
-
-
-# -- rendering ----------------------------------------------------------------------------------------------------
-SUMMARY_COLUMNS = (
-    "d", "eta", "sigma", "K", "rho", "eps", "numeric_bias", "closed_form_bias", "monte_carlo_bias",
-    "monte_carlo_tolerance", "agrees_with_paper", "adv_err_minority", "adv_err_majority", "nat_err_minority",
-    "nat_err_majority", "thm31_numeric", "thm32_numeric", "thm31_closed_form", "thm32_closed_form", "verdict",
-)
-_HTML = """<table class="theory">
-<thead><tr>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr></thead>
-<tbody>
-{% for row in rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</tbody>
-</table>
-"""
-
-
-def _cell(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def render_theory(frame: pd.DataFrame, fmt: str, columns: Sequence[str] | None = None) -> str:
-    """The frame as an HTML table fragment (autoescaped), a Markdown table or CSV.
-
-    ``columns`` defaults to SUMMARY_COLUMNS (those present) for html and md and to every column for csv; numbers
-    are printed with 4 significant digits in html and md, in full in csv.
-    """
-    if fmt not in FORMATS:
-        raise BenchError(f"unknown format {fmt!r}{valid_choices(fmt, FORMATS)}")
-    if columns is None:
-        columns = list(frame.columns) if fmt == "csv" else [c for c in SUMMARY_COLUMNS if c in frame.columns]
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise BenchError(f"unknown column(s) {', '.join(map(repr, missing))}; valid: {', '.join(frame.columns)}")
-    if fmt == "csv":
-        return frame.loc[:, list(columns)].to_csv(index=False)
-    rows = [[_cell(v) for v in record] for record in frame.loc[:, list(columns)].itertuples(index=False)]
-    if fmt == "html":
-        import jinja2
-
-        env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-        return env.from_string(_HTML).render(columns=list(columns), rows=rows)
-    from bench.report.render import md_escape
-
-    lines = ["| " + " | ".join(md_escape(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"

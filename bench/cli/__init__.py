@@ -9,6 +9,8 @@ module          commands
 ``report``      ``bench report``
 ``compare``     ``bench compare``
 ``evaluate``    ``bench evaluate``
+``db``          ``bench db upgrade`` (an older results database brought to this bench's schema)
+``claims``      ``bench claims`` (the paper's claims, each with a verdict from the database)
 ==============  ===============================================================================================
 
 Each module imports only click at the top; what a command needs (torch, pandas, SQLAlchemy) it imports when it
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import click
 
-from bench.cli import compare, evaluate, listing, report, results, run
+from bench.cli import claims, compare, db, evaluate, listing, report, results, run
 from bench.errors import BenchError
 
 
@@ -49,7 +51,7 @@ def cli() -> None:
 
 
 for command in (run.run, listing.list_, results.show, results.status, results.collect, report.report_command,
-                compare.compare_command, evaluate.evaluate_command):
+                compare.compare_command, evaluate.evaluate_command, db.db_group, claims.claims_command):
     cli.add_command(command)
 
 

@@ -1,4 +1,9 @@
-"""``bench compare A B``: a paired, per-cell comparison of two methods (:mod:`bench.compare`)."""
+"""``bench compare A B``: a paired, per-cell comparison of two methods.
+
+Only :mod:`bench.compare` (names, no numbers) is imported here, for the options; the command imports the
+comparison (:mod:`bench.analysis.comparison`, pandas and scipy) and its renderers (:mod:`bench.report.compare_render`)
+when it runs, so ``bench --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from pathlib import Path
 import click
 
 from bench.cli.common import load_settings
-from bench.compare import DEFAULT_METRICS, FORMATS, METRICS  # TODO(phase B): a light module
+from bench.compare import DEFAULT_METRICS, FORMATS, METRICS
 
 
 @click.command("compare")
@@ -31,7 +36,8 @@ def compare_command(a, b, db, suite, metric, attack, per_class, fmt, out) -> Non
     Differences are A − B in percentage points with 95% t intervals; paired t-test and Wilcoxon p-values are
     Holm-corrected across the cells of each metric. Unpaired seeds and one-method cells are listed, not dropped.
     """
-    from bench.compare import compare, format_for, render, render_text, table_renderables, write_compare
+    from bench.analysis.comparison import compare
+    from bench.report.compare_render import format_for, render, render_text, table_renderables, write_compare
 
     if db is None:
         db = load_settings(None).db

@@ -10,6 +10,8 @@ import click
 from bench.cli.common import config_option, db_option, load_settings
 from bench.errors import BenchError
 
+EVALUATE_LOG = "evaluate.log"  # in each run's folder: what AutoAttack and other libraries print
+
 
 @click.command("evaluate")
 @click.option("--suite", help="Only runs of this suite.")
@@ -23,6 +25,9 @@ from bench.errors import BenchError
 @config_option
 def evaluate_command(suite, only, attacks, device, download, quiet, db, config) -> None:
     """Attack finished runs again from their saved weights (new attacks, guards), without retraining.
+
+    Shows runs done / total, the attack running and the time left; what AutoAttack prints goes to each run's
+    log, runs/<cell>/evaluate.log.
 
     \b
     bench evaluate --attack '{kind="autoattack", eps="8/255"}'
@@ -39,13 +44,12 @@ def evaluate_command(suite, only, attacks, device, download, quiet, db, config) 
     store = Store(db or settings.db)
     store.check_schema()
     store.check_writable()
-    store.create()  # adds tables this version keeps (test labels, attack tables, guards) to an older database
     runs = done_runs(store, suite)
     by_hash = {run.cell_hash: run for run in runs}
     cells = select([Cell(json.loads(run.config_json), run.cell_hash) for run in runs], only)
     if not cells:
         what = f" of suite {suite!r}" if suite else ""
-        raise BenchError(f"no finished run{what} in {store.url}" + (f" matches {' '.join('--only ' + o for o in only)}" if only else ""))
+        raise BenchError(f"no finished run{what} in {store.shown}" + (f" matches {' '.join('--only ' + o for o in only)}" if only else ""))
 
     import torch
 
@@ -54,19 +58,36 @@ def evaluate_command(suite, only, attacks, device, download, quiet, db, config) 
     if settings.threads:
         torch.set_num_threads(settings.threads)
     target = resolve_device(device or settings.device)
+    from bench.progress import EvaluateProgress
+    from bench.runlog import run_log
+
     counts: dict[str, int] = {}
+    progress = EvaluateProgress(enabled=not quiet)
+    header = "bench evaluate " + " ".join(f"--attack '{a}'" for a in attacks)
+    unlogged = []
     try:
-        for cell in cells:
-            run = by_hash[cell.cell_hash]
-            outcome = evaluate_run(run, store, settings, target, tables, download)
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            if outcome.status == "skipped":
-                click.echo(f"{describe(run)}: skipped: {outcome.message}", err=True)
-            elif not quiet:
-                click.echo(f"{describe(run)}: {outcome_line(outcome)}")
+        with progress.session(total=len(cells)):
+            for cell in cells:
+                run = by_hash[cell.cell_hash]
+                progress.run_started(f"{run.cell_hash[:8]} {run.method} seed {run.seed}")
+                with run_log(settings.run_dir / run.cell_hash / EVALUATE_LOG, header) as log:
+                    outcome = evaluate_run(run, store, settings, target, tables, download, progress=progress)
+                    if outcome.status == "evaluated":
+                        log.write(f"{outcome_line(outcome)}\n")  # the run's own record of what was added
+                if log.failed:
+                    unlogged.append(run.cell_hash)
+                counts[outcome.status] = counts.get(outcome.status, 0) + 1
+                where, left = progress.run_finished()
+                if outcome.status == "skipped":
+                    click.echo(f"{where} {describe(run)}: skipped: {outcome.message} · {left}", err=True)
+                elif not quiet:
+                    click.echo(f"{where} {describe(run)}: {outcome_line(outcome)} · {left}")
     except KeyboardInterrupt:
         click.echo("interrupted; run the same command again to resume", err=True)
         sys.exit(130)
+    if unlogged:
+        click.echo(f"{len(unlogged)} run folder(s) under {settings.run_dir} could not take {EVALUATE_LOG}; "
+                   "AutoAttack's messages of those runs were dropped", err=True)
     order = ("evaluated", "up-to-date", "skipped")
     click.echo("evaluate: " + ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k)))
     if counts.get("skipped"):

@@ -45,13 +45,14 @@ def list_(what: str) -> None:
         for name in ATTACKS:
             table.add_row(name, (ATTACKS.get(name).__doc__ or "").strip().splitlines()[0])
     else:
-        import tomllib
+        from bench.errors import BenchError
+        from bench.suite import read_suite_file
 
         table = Table("suite file", "name", "description")
         for path in sorted(Path("suites").glob("*.toml")):
             try:
-                data = tomllib.loads(path.read_text())
-            except (OSError, tomllib.TOMLDecodeError):
+                data = read_suite_file(path).data
+            except BenchError:  # a broken file: `bench run` on it says why
                 continue
             table.add_row(str(path), str(data.get("name", path.stem)), str(data.get("description", "")))
     console.print(table)

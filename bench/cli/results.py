@@ -33,7 +33,7 @@ def show(cell_hash: str, db, config) -> None:
 def status(suite, db, config) -> None:
     """How many cells are queued, running, done, failed or diverged, per suite."""
     from bench.results.collect import result_files
-    from bench.cell import STATUSES
+    from bench.cell import STATUSES, Status
     from bench.results.read import load_runs
 
     settings = load_settings(config)
@@ -43,7 +43,7 @@ def status(suite, db, config) -> None:
     counts = runs.groupby(["suite", "status"]).size().unstack(fill_value=0)
     counts = counts[[s for s in STATUSES if s in counts.columns]]
     click.echo(counts.to_string())
-    waiting = set(runs.loc[runs["status"] != "done", "cell_hash"]) & set(result_files(settings.run_dir))
+    waiting = set(runs.loc[runs["status"] != Status.DONE, "cell_hash"]) & set(result_files(settings.run_dir))
     if waiting:  # workers finished while no driver was there to ingest
         click.echo(f"{len(waiting)} finished result file(s) in {settings.run_dir} not yet in the database: "
                    f"`bench collect` ingests them")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -34,18 +35,20 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
     """Run every cell of SUITE.toml not yet done, storing class-wise results."""
     from bench.data import DATASETS
     from bench.results.store import Store
-    from bench.suite import load_suite, parse_overrides, select
+    from bench.suite import load_suite, parse_overrides, read_suite_file, select
 
     settings = load_settings(config)
-    if _suite_kind(suite_file) == "theory":
-        _run_theory(suite_file, Store(db or settings.db), dry_run)
+    file = read_suite_file(suite_file)  # the one read of the file: its kind, its cells, its executor tables
+    if file.kind == "theory":
+        _run_theory(file, Store(db or settings.db), dry_run)
         return
-    suite = load_suite(suite_file, settings, seeds=parse_seeds(seeds), overrides=parse_overrides(sets))
+    suite = load_suite(file, settings, seeds=parse_seeds(seeds), overrides=parse_overrides(sets))
     cells = select(suite.cells, only)
     if not cells:
         raise BenchError(f"no cell of suite {suite.name} matches {' '.join('--only ' + o for o in only)}")
-    store = Store(db or settings.db)
+    store = Store(db or settings.db, stale_after=timedelta(minutes=settings.stale_after_minutes))
     if dry_run:
+        store.check_schema(allow_missing=True)
         _print_dry_run(suite.name, cells, store.statuses([c.cell_hash for c in cells]) if store.exists() else {})
         return
     from bench.executors import EXECUTORS, RunContext, executor_options
@@ -58,11 +61,12 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
                          "(cap concurrency in its [slurm] / [ray] table)")
     if ray_address and executor != "ray":
         raise BenchError(f"--ray-address applies to --executor ray, not {executor}")
-    options = executor_options(kind, settings, Path(suite_file))
+    options = executor_options(kind, settings, file)
     store.check_writable()
+    _check_run_folders(store, settings, cells)
     for name in sorted({c["dataset"] for c in cells}):
         DATASETS.get(name)().check_available(settings.data_root, download or settings.download)
-    args = ["--executor=local", suite_file, *(f"--only={o}" for o in only), *(f"--set={x}" for x in sets), f"--db={store.url}",
+    args = ["--executor=local", suite_file, *(f"--only={o}" for o in only), *(f"--set={x}" for x in sets),
             f"--device={device or settings.device}"]
     args += ["--quiet"] if quiet else []
     args += [f"--seeds={seeds}"] if seeds else []
@@ -78,22 +82,11 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
         sys.exit(code)
 
 
-def _suite_kind(path: str) -> str:
-    """``theory`` for a Section 3 suite (``kind = "theory"``), else ``cells``; errors surface in the loaders."""
-    import tomllib
-
-    try:
-        return str(tomllib.loads(Path(path).read_text()).get("kind", "cells"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return "cells"
-
-
-def _run_theory(path: str, store, dry_run: bool) -> None:
+def _run_theory(file, store, dry_run: bool) -> None:
     """Evaluate a Section 3 grid numerically, store it for the report, print the agreement with the paper."""
-    from bench.analysis import theory
-    from bench.results.store import save_theory
+    from bench.analysis.theory_suite import load_theory_suite
 
-    suite = theory.load_theory_suite(path)
+    suite = load_theory_suite(file)
     sizes = [len(v) for k, v in suite["grid"].items() if isinstance(v, list)]
     rows = 1
     for size in sizes:
@@ -102,17 +95,34 @@ def _run_theory(path: str, store, dry_run: bool) -> None:
         click.echo(f"theory suite {suite['name']}: {rows} grid point(s) to evaluate")
         return
     store.check_writable()
+    from bench.analysis import theory  # scipy and pandas: only once there is a grid to evaluate
+    from bench.results.store import save_theory
+
+    path = file.path
     frame = theory.evaluate_grid(suite["grid"], f"{path}: [theory]")
     pairs = theory.theorem_pairs(suite["grid"], f"{path}: [theory]")
     save_theory(store, suite["name"], suite["description"], frame, pairs)
     agree = int(frame["agrees_with_paper"].sum())
     click.echo(f"theory suite {suite['name']}: {len(frame)} grid points; the numeric optimum agrees with the "
-               f"paper's Lemma 3.1 closed form in {agree} of them; stored in {store.url} (see bench report)")
+               f"paper's Lemma 3.1 closed form in {agree} of them; stored in {store.shown} (see bench report)")
+
+
+def _check_run_folders(store, settings, cells) -> None:
+    """Before any claim: the run folder, and the folders of the cells still to run, take new files (one line)."""
+    from bench.cell import Status
+    from bench.results.ledger import check_run_folders
+
+    statuses = store.statuses([c.cell_hash for c in cells]) if store.exists() else {}
+    todo = [c for c in cells if statuses.get(c.cell_hash) != Status.DONE]
+    if todo:
+        check_run_folders(settings.run_dir, todo)
 
 
 def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from bench.cell import Status
 
     table = Table(title=f"suite {suite}: {len(cells)} cell(s)")
     for column in ("cell", "status", "method", "dataset", "imbalance", "seed", "model", "epochs", "train"):
@@ -125,5 +135,5 @@ def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
                       c["model"], str(c["epochs"]), train)
     console = Console(width=160)
     console.print(table)
-    done = sum(statuses.get(c.cell_hash) == "done" for c in cells)
+    done = sum(statuses.get(c.cell_hash) == Status.DONE for c in cells)
     console.print(f"{done} done, {len(cells) - done} to run")

@@ -4,11 +4,12 @@
     make_report(db="sqlite:///results/bench.db", fmt="html", out="out/report")
 
 Modules: :mod:`~bench.report.load` reads the database, :mod:`~bench.report.tables` builds the numbers,
-:mod:`~bench.report.reference` holds the paper's, :mod:`~bench.report.figures` plans and draws figures
-(:mod:`~bench.report.workers` in parallel), :mod:`~bench.report.render` writes HTML / Markdown / LaTeX / CSV,
-:mod:`~bench.report.build` runs them in order; the command is :mod:`bench.cli.report`. Templates and the
-paper's CSV: ``reports/`` in a checkout, ``bench/report/resources/`` when installed
-(:mod:`~bench.report.resources`).
+:mod:`~bench.report.reference` holds the paper's, :mod:`~bench.report.figures` plans figures and
+:mod:`~bench.report.drawing` draws them (:mod:`~bench.report.workers` in parallel), :mod:`~bench.report.render`
+turns it all into HTML / Markdown / LaTeX / CSV, :mod:`~bench.report.build` runs them in order and writes the
+files (:func:`bench.io.write_output`); the command is :mod:`bench.cli.report`. ``bench compare``'s outputs are
+rendered here too (:mod:`~bench.report.compare_render`). Templates and the paper's CSV: one copy, in
+``bench/report/resources/`` (the repository's ``reports`` links to it; :mod:`~bench.report.resources`).
 
 Importing this package (or the command) is cheap: the modules that pull in pandas, matplotlib and, through the
 method registry, torch load on first use, so ``bench report --help`` answers at once.

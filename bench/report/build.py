@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.report.figures import Figure, plan_figures
+from bench.io import write_output
+from bench.report.drawing import Figure
+from bench.report.figures import plan_figures
 from bench.report.load import load_report_data
 from bench.report.options import FORMATS, GROUP_SETS
 from bench.report.reference import Reference
-from bench.report.render import ReportContext, prepare_out_dir, render_text, write_atomic
+from bench.report.render import ReportContext, prepare_out_dir, render_text
 from bench.report.tables import STATUS_ORDER, Table, build_tables
 from bench.report.workers import FigureWorkers
 from bench.results.read import has_runs
@@ -71,7 +73,7 @@ def theory_sections(db: str, suite: str | None) -> list[dict]:
     items = [item for item in load_theory(db) if suite is None or item["suite"] == suite]
     if not items:
         return []
-    from bench.analysis import theory  # scipy.optimize: only when there is theory to render
+    from bench.report.theory_render import render_theory
 
     sections = []
     for item in items:
@@ -81,9 +83,9 @@ def theory_sections(db: str, suite: str | None) -> list[dict]:
             "suite": item["suite"], "description": item["description"],
             "summary": f"The numeric optimum agrees with the paper's Lemma 3.1 closed form in {agree} of "
                        f"{len(frame)} grid points.",
-            "html": theory.render_theory(frame, "html"), "md": theory.render_theory(frame, "md"),
-            "pairs_html": None if pairs is None else theory.render_theory(pairs, "html"),
-            "pairs_md": None if pairs is None else theory.render_theory(pairs, "md"),
+            "html": render_theory(frame, "html"), "md": render_theory(frame, "md"),
+            "pairs_html": None if pairs is None else render_theory(pairs, "html"),
+            "pairs_md": None if pairs is None else render_theory(pairs, "md"),
         })
     return sections
 
@@ -140,9 +142,9 @@ def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, r
     for figure in figures:  # figures first: once the report file exists, everything it links to does
         for suffix, payload in ((".png", figure.png), (".pdf", figure.pdf)):
             path = out / f"{figure.name}{suffix}"
-            write_atomic(path, payload)
+            write_output(path, payload)
             figure_paths.append(path)
     path = out / FORMATS[fmt]
-    write_atomic(path, text)
+    write_output(path, text)
     timings["write"] = time.perf_counter() - clock
     return ReportResult(path=path, figure_paths=figure_paths, tables=tables, figures=figures, timings=timings)

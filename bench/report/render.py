@@ -1,12 +1,13 @@
-"""Turning tables and figures into files: HTML, Markdown, LaTeX (jinja2 templates) and CSV; atomic writes.
+"""Turning tables and figures into the report's text: HTML, Markdown, LaTeX (jinja2 templates) and CSV.
 
 HTML is one self-contained file (CSS inline, figures as base64 PNG) rendered with autoescape on, so every string
 it did not write itself — method, suite, dataset names, notes, config values — is escaped. Markdown and LaTeX
 escape the same strings with their own filters (:func:`md_escape`, :func:`tex_escape`). CSV is tidy: one line
 per table row × column, with the same printed numbers as the other formats.
 
-Every file is written to a temporary file in the output folder and moved into place with :func:`os.replace`, so
-a reader never sees half a file; the report file is written last, after its figures.
+:mod:`~bench.report.build` writes every file with :func:`bench.io.write_output` (a temporary file in the output
+folder moved into place with :func:`os.replace`), so a reader never sees half a file; the report file is written
+last, after its figures.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from pathlib import Path
 import jinja2
 
 from bench.errors import BenchError
-from bench.report.figures import Figure
-from bench.report.resources import template_dir
-from bench.report.tables import GROUP_TITLES, Cell, Table, fmt_diff, fmt_pct
+from bench.report.drawing import Figure
+from bench.report.resources import template_dir, template_loader
+from bench.report.tables import GROUP_TITLES, Table, TableEntry, fmt_diff, fmt_pct
 
 TEMPLATES = {"html": "report.html", "md": "report.md", "latex": "report.tex"}
 CAPTION = ("Mean ± sample standard deviation (ddof = 1) over seeds, in percent; “–” where one seed gives no "
@@ -79,7 +80,7 @@ def tex_escape(value) -> str:
 
 # -- templates ----------------------------------------------------------------------------------------------------
 def _environment(fmt: str) -> jinja2.Environment:
-    loader = jinja2.FileSystemLoader(str(template_dir()))
+    loader = template_loader()
     common = {"undefined": jinja2.StrictUndefined, "trim_blocks": True, "lstrip_blocks": True,
               "keep_trailing_newline": True}
     if fmt == "html":
@@ -131,20 +132,20 @@ def render_csv(tables: list[Table], reference: bool) -> str:
         for row in table.rows:
             for group in table.column_groups:
                 for column in group.columns:
-                    cell: Cell = row.cell(column)
-                    paper = reference and cell.paper_mean is not None
+                    entry: TableEntry = row.entry(column)
+                    paper = reference and entry.paper_mean is not None
                     writer.writerow([
                         table.key.suite, table.key.dataset, table.key.imbalance, str(table.key.adversarial).lower(),
-                        row.method, row.variant, row.n_seeds, row.note, cell.status or "", group.kind, group.attack,
-                        group.attack_order, column.group, num(cell.mean),
-                        num(cell.std), cell.n, int(cell.best), int(cell.srat_wins),
-                        num(cell.paper_mean) if paper else "", num(cell.paper_std) if paper else "",
-                        num(cell.difference) if paper else "",
+                        row.method, row.variant, row.n_seeds, row.note, entry.status or "", group.kind, group.attack,
+                        group.attack_order, column.group, num(entry.mean),
+                        num(entry.std), entry.n, int(entry.best), int(entry.srat_wins),
+                        num(entry.paper_mean) if paper else "", num(entry.paper_std) if paper else "",
+                        num(entry.difference) if paper else "",
                     ])
     return buffer.getvalue()
 
 
-# -- writing ------------------------------------------------------------------------------------------------------
+# -- the output folder ------------------------------------------------------------------------------------------------------
 def prepare_out_dir(out: Path) -> None:
     """Create the output folder and prove it writable, or fail with one line before any work is done."""
     if out.exists() and not out.is_dir():
@@ -156,23 +157,3 @@ def prepare_out_dir(out: Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise BenchError(f"output folder {out} cannot be written: {exc.strerror or exc}") from None
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and :func:`os.replace`."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        raise BenchError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

@@ -1,38 +1,33 @@
-"""Where the report's templates and reference data are.
+"""Where the report's templates and the paper's numbers are: one folder, ``bench/report/resources/``.
 
-The canonical files live in the repository's ``reports/`` folder (``reports/templates/*`` and
-``reports/srat-paper-tables.csv``), where people edit them. A non-editable install has no repository, so the
-same files ship inside the package as ``bench/report/resources/`` (package data); a test keeps the two copies
-identical. A checkout reads ``reports/`` (recognised by the ``pyproject.toml`` beside it, so an unrelated
-``reports`` folder next to an installed package is never picked up); anything else reads the package copy.
+It holds ``templates/`` (``report.html``, ``report.md``, ``report.tex`` and ``compare.html``, the page of
+``bench compare --format html``) and ``srat-paper-tables.csv`` (the paper's Tables 1–10). There is one copy of
+each file, and it is found the same way however bench is installed: beside this module. A checkout or an
+editable install reads the repository's folder; ``pip install .`` ships the same files as package data
+(``pyproject.toml``), so a wheel reads its own copy. The repository's top-level ``reports`` is a link to this
+folder, so ``reports/templates/`` and ``reports/srat-paper-tables.csv`` — the paths people know — are the
+canonical files themselves, not a second copy.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-PACKAGE_RESOURCES = Path(__file__).resolve().parent / "resources"
+import jinja2
+
+RESOURCES = Path(__file__).resolve().parent / "resources"
 REFERENCE_CSV = "srat-paper-tables.csv"
 TEMPLATES = "templates"
 
 
-def repo_reports() -> Path | None:
-    """The checkout's ``reports/`` folder, or ``None`` when bench is installed without its repository."""
-    root = Path(__file__).resolve().parents[2]
-    reports = root / "reports"
-    if (root / "pyproject.toml").is_file() and (reports / TEMPLATES).is_dir() and (reports / REFERENCE_CSV).is_file():
-        return reports
-    return None
-
-
-def resource_dir() -> Path:
-    """The folder holding ``templates/`` and the reference CSV."""
-    return repo_reports() or PACKAGE_RESOURCES
-
-
 def reference_csv() -> Path:
-    return resource_dir() / REFERENCE_CSV
+    return RESOURCES / REFERENCE_CSV
 
 
 def template_dir() -> Path:
-    return resource_dir() / TEMPLATES
+    return RESOURCES / TEMPLATES
+
+
+def template_loader() -> jinja2.FileSystemLoader:
+    """The loader of every template bench renders (report and compare alike)."""
+    return jinja2.FileSystemLoader(str(template_dir()))

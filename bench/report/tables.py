@@ -5,8 +5,8 @@ alphabetically. A method run with several settings of a config key inside one ta
 ``method_args.lam``, say) gets one row per setting, labelled benchopt-style ``srat-ce [lam=0.5]``, so different
 settings are never pooled as if they were seeds. Columns are Standard (attack order 0) and Robust (order 1, the
 suite's first evaluation attack) × Overall / Under (Well with ``groups="all"``), plus a column group per further
-attack. A cell is mean ± sample standard deviation (ddof = 1; the paper does not say which) over the row's
-finished seeds, in percent; with one seed the deviation is "–".
+attack. An entry (:class:`TableEntry`) is mean ± sample standard deviation (ddof = 1; the paper does not say
+which) over the row's finished seeds, in percent; with one seed the deviation is "–".
 
 Marks, both decided on the values as printed (two decimals), so a tie in print is a tie in marks:
 
@@ -32,13 +32,14 @@ import pandas as pd
 
 import methods
 from bench.analysis.metrics import group_accuracies
+from bench.cell import Status
 from bench.report.load import ReportData
 from bench.report.options import GROUP_SETS
 from bench.report.reference import Reference
 
 GROUP_TITLES = {"overall": "Overall", "well": "Well", "under": "Under"}
-NOT_DONE = ("running", "interrupted", "failed", "diverged")  # the order notes list them in
-STATUS_ORDER = ("done", *NOT_DONE)
+NOT_DONE = (Status.RUNNING, Status.INTERRUPTED, Status.FAILED, Status.DIVERGED)  # the order notes list them in
+STATUS_ORDER = (Status.DONE, *NOT_DONE)
 TABLE_KEYS = ("suite", "dataset", "imbalance", "adversarial")
 # Config keys that are the table's or row's identity (or the seed) and so never make a variant.
 IDENTITY_KEYS = frozenset({"suite", "dataset", "imbalance", "adversarial", "method", "seed"})
@@ -123,7 +124,10 @@ class ColumnGroup:
 
 
 @dataclass
-class Cell:
+class TableEntry:
+    """A row × column of a table: mean ± std over the row's finished seeds, its marks, the paper's value (not a
+    :class:`bench.cell.Cell`, one configuration to run)."""
+
     mean: float | None = None  # percent
     std: float | None = None  # percent; None with fewer than two seeds
     n: int = 0
@@ -167,7 +171,7 @@ class Row:
     prediction_loss: str | None
     has_reference: bool
     config: dict = field(repr=False, default_factory=dict)  # flattened config of the row's first run
-    cells: dict[tuple[int, str], Cell] = field(default_factory=dict)
+    entries: dict[tuple[int, str], TableEntry] = field(default_factory=dict)
     guard_flags: Counter = field(default_factory=Counter)  # guard name -> runs of this row it flagged
 
     @property
@@ -187,15 +191,15 @@ class Row:
 
     @property
     def has_paper(self) -> bool:
-        """Whether any cell carries the paper's value."""
-        return any(c.paper_mean is not None for c in self.cells.values())
+        """Whether any entry carries the paper's value."""
+        return any(e.paper_mean is not None for e in self.entries.values())
 
-    def cell(self, column: Column) -> Cell:
-        return self.cells.get(column.key) or Cell()
+    def entry(self, column: Column) -> TableEntry:
+        return self.entries.get(column.key) or TableEntry()
 
 
 def _note(statuses: Counter) -> str:
-    others = sorted(s for s in statuses if s != "done" and s not in NOT_DONE)
+    others = sorted(s for s in statuses if s != Status.DONE and s not in NOT_DONE)
     return ", ".join(f"{statuses[s]} {s}" for s in [*NOT_DONE, *others] if statuses.get(s))
 
 
@@ -271,7 +275,7 @@ def build_tables(data: ReportData, groups: str = "overall-under", reference: Ref
         method = key[4]
         table.rows.append(_make_row(method, key[5], settings[first], ids, status_of, flat[first]))
         table.rows[-1].guard_flags = Counter(name for i in ids for name in flagged_by_run.get(i, ()))
-        _fill_cells(table.rows[-1], table, stats.get(row, {}))
+        _fill_entries(table.rows[-1], table, stats.get(row, {}))
 
     out = []
     for table_key in sorted(tables, key=lambda k: (k.suite, k.dataset, _imbalance_sort(k.imbalance),
@@ -316,7 +320,7 @@ def _row_stats(accuracies: pd.DataFrame, run_row: pd.Series) -> dict[int, dict[t
 
 def _make_row(method: str, variant: str, settings: dict, ids: list[int], status_of: dict, flat: dict) -> Row:
     statuses = Counter(status_of[i] for i in ids)
-    done = [i for i in ids if status_of[i] == "done"]
+    done = [i for i in ids if status_of[i] == Status.DONE]
     role, loss, defaults = "other", None, None
     if method in methods.METHODS:
         defaults = _method_defaults(method)
@@ -333,31 +337,31 @@ def _make_row(method: str, variant: str, settings: dict, ids: list[int], status_
                role=role, prediction_loss=loss, has_reference=has_reference, config=flat)
 
 
-def _fill_cells(row: Row, table: Table, stats: dict) -> None:
+def _fill_entries(row: Row, table: Table, stats: dict) -> None:
     if row.n_seeds == 0:
-        kinds = [s for s in row.statuses if s != "done"]
+        kinds = [s for s in row.statuses if s != Status.DONE]
         status = kinds[0] if len(kinds) == 1 else "no result"
         for column in table.columns:
-            row.cells[column.key] = Cell(status=status)
+            row.entries[column.key] = TableEntry(status=status)
         return
     for column in table.columns:
         mean, std, n = stats.get(column.key, (None, None, 0))
-        row.cells[column.key] = Cell(mean=mean, std=std, n=n)
+        row.entries[column.key] = TableEntry(mean=mean, std=std, n=n)
 
 
 def _mark(table: Table) -> None:
     for column in table.columns:
-        valued = [(row, printed(row.cell(column).mean)) for row in table.rows if row.cell(column).mean is not None]
+        valued = [(row, printed(row.entry(column).mean)) for row in table.rows if row.entry(column).mean is not None]
         if len(valued) >= 2:
             top = max(v for _, v in valued)
             for row, v in valued:
-                row.cell(column).best = v == top
+                row.entry(column).best = v == top
         for row, v in valued:
             if row.role != "srat":
                 continue
             rivals = [w for other, w in valued if other.role == "baseline"
                       and other.prediction_loss == row.prediction_loss]
-            row.cell(column).srat_wins = bool(rivals) and all(v > w for w in rivals)
+            row.entry(column).srat_wins = bool(rivals) and all(v > w for w in rivals)
 
 
 def _add_reference(table: Table, reference: Reference) -> None:
@@ -371,8 +375,8 @@ def _add_reference(table: Table, reference: Reference) -> None:
         for column in table.columns:
             value = entry.values.get(column.key)
             if value is not None:
-                cell = row.cells.setdefault(column.key, Cell())
-                cell.paper_mean, cell.paper_std = value
+                shown = row.entries.setdefault(column.key, TableEntry())
+                shown.paper_mean, shown.paper_std = value
 
 
 # -- variants ---------------------------------------------------------------------------------------------------

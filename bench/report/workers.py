@@ -13,7 +13,7 @@ import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from bench.report.figures import Figure, FigureSpec, draw, warm_up
+from bench.report.drawing import Figure, FigureSpec, draw, warm_up
 
 
 def available_cpus() -> int:

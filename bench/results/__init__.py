@@ -7,6 +7,7 @@ module          owns
 ``claims``      the lease protocol: worker ids, when a claim is abandoned
 ``rows``        how a cell's outcome becomes rows (inside the store's transactions)
 ``store``       :class:`~bench.results.store.Store`: connection, schema checks, every write
+``migrate``     schema versions: which databases this bench reads, ``bench db upgrade`` (alembic, ``migrations/``)
 ``read``        every reader: tidy DataFrames for the report, compare, guards, the CLI and ``bench evaluate``
 ``files``       per-cell result and state files (how a worker hands its outcome on)
 ``collect``     ingesting result files into the database (the one writer's half of the worker contract)

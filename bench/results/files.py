@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
 import time
 import zipfile
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.cell import CellRecord, CellResult
+from bench.io import write_atomic  # the one atomic writer (temporary file, fsync, os.replace)
 
 RESULT = "result.npz"
 STATE = "state.json"
@@ -43,17 +42,6 @@ def result_path(run_dir: Path, cell_hash: str) -> Path:
 
 def state_path(run_dir: Path, cell_hash: str) -> Path:
     return Path(run_dir) / cell_hash / STATE
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """``path`` gets ``data`` whole or not at all: a temporary file in its folder, fsync, ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def dumps(cell: CellRecord, result: CellResult) -> bytes:

@@ -8,6 +8,12 @@ Every way a cell runs goes through a :class:`Ledger`:
   :meth:`Ledger.hand_out`, :meth:`Ledger.keep_alive`, :meth:`Ledger.end`;
 * a remote job (:mod:`bench.executors.job`) — :meth:`Ledger.report_running`, :meth:`Ledger.settle`.
 
+Nothing is left half-done: a process that claimed a cell refreshes its heartbeat from a thread while it holds
+it (:meth:`Ledger.holding`), and any exception after the claim that did not deliver an outcome — a failed
+result write, a database that went away, a bug in progress code — releases the cell (``failed`` with the
+traceback, or ``interrupted`` on Ctrl-C), so no live process leaves a cell ``running`` that it is not running. The
+run folder is checked writable before a cell is claimed (:func:`check_run_folder`).
+
 The order of writes is what makes a kill lose nothing: an outcome goes to the cell's result file first (atomic,
 :mod:`bench.results.files`) and then to the database, so a process killed between the two leaves a file that the
 next run (or ``bench collect``) ingests instead of training the cell again. A ledger without a store (a remote
@@ -18,17 +24,67 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
+import threading
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cell import ACTIVE, Cell, CellResult, Status
 from bench.errors import BenchError, Diverged
 from bench.results import files
+from bench.results.claims import heartbeat_every, worker_id
 from bench.results.collect import CollectSummary, collect, refresh_running
 from bench.results.store import Store
 
+
+def _unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot take a new file, or None: tried, not guessed from permission bits (root, read-only
+    mounts, ACLs)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".bench-write-check-"):
+            pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def check_run_folder(folder: Path) -> None:
+    """A cell's folder, created if missing, takes new files; else one line (nothing is claimed)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        reason = _unwritable(folder)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    if reason:
+        raise BenchError(f"run folder {folder} cannot be written ({reason}); nothing was claimed: fix its "
+                         "permissions, or point run_dir in bench.toml elsewhere")
+
+
+def check_run_folders(run_dir: Path, cells: Sequence[Cell]) -> None:
+    """Before any cell is claimed: the run folder (or, while it does not exist, the folder it would be made in),
+    and each cell folder an earlier attempt left, take new files. Creates nothing; one line when one does not."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        parent = run_dir
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        reason = "a file is in its place" if run_dir.exists() else (
+            f"{parent} is not a folder" if not parent.is_dir() else _unwritable(parent))
+        if reason:
+            raise BenchError(f"run folder {run_dir} cannot be created ({reason}); nothing was claimed: point run_dir "
+                             "in bench.toml elsewhere, or fix the permissions")
+        return
+    folders = [run_dir] + [run_dir / c.cell_hash for c in cells if (run_dir / c.cell_hash).exists()
+                           or (run_dir / c.cell_hash).is_symlink()]
+    for folder in folders:
+        reason = "a file is in its place" if not folder.is_dir() else _unwritable(folder)
+        if reason:
+            raise BenchError(f"run folder {folder} cannot be written ({reason}); nothing was claimed: fix its "
+                             "permissions, or point run_dir in bench.toml elsewhere")
 
 
 def failure_result(exc: BaseException) -> CellResult:
@@ -56,15 +112,54 @@ class Ledger:
         return [c for c in cells if statuses.get(c.cell_hash) != Status.DONE]
 
     def claim(self, cell: Cell) -> bool:
-        """Take ``cell`` for this process; False when it is done or running elsewhere. An old failed attempt's
-        result file is removed, so it can never be ingested over this attempt."""
+        """Take ``cell`` for this process; False when it is done or running elsewhere. Its folder is checked
+        writable first (one line, nothing claimed); an old failed attempt's result file is removed, so it can never
+        be ingested over this attempt."""
+        check_run_folder(self.run_dir / cell.cell_hash)
         if not self._store().claim(cell.record()):
             return False
-        files.discard(self.run_dir, cell.cell_hash)
+        try:
+            files.discard(self.run_dir, cell.cell_hash)
+        except BaseException as exc:
+            self.release(cell, exc)
+            raise
         return True
 
     def heartbeat(self, cell: Cell, epochs_done: int) -> None:
         self._store().heartbeat(cell.cell_hash, epochs_done)
+
+    @contextmanager
+    def holding(self, cell: Cell, worker: str | None = None, interruptible: bool = True) -> Iterator[None]:
+        """While a cell is held: its heartbeat is refreshed from a thread (a slow epoch never looks abandoned), and
+        leaving with an exception releases the cell unless an outcome was delivered (:meth:`release`). A job
+        (``interruptible=False``) keeps its cell on Ctrl-C or pre-emption (``SystemExit``): its driver decides."""
+        beat = _Heartbeat(self.store, cell.cell_hash, worker) if self.store is not None else None
+        if beat is not None:
+            beat.start()
+        try:
+            yield
+        except BaseException as exc:
+            if interruptible or not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                self.release(cell, exc, worker)
+            raise
+        finally:
+            if beat is not None:
+                beat.stop()
+
+    def release(self, cell: Cell, exc: BaseException, worker: str | None = None) -> None:
+        """The cell's holder gives up without an outcome: ``interrupted`` (Ctrl-C, exit) or ``failed`` with the
+        traceback — only while the cell is still this holder's and active, so a delivered outcome stays."""
+        if self.store is None:
+            return
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            status, error = Status.INTERRUPTED, "interrupted by the user"
+        else:
+            status = Status.FAILED
+            error = "the outcome could not be recorded:\n" + "".join(traceback.format_exception(exc))
+        try:
+            self.store.mark_ended(cell.cell_hash, worker or worker_id(), status, error)
+        except Exception:  # noqa: BLE001 - the database itself is what failed: the original error is raised
+            pass
 
     # -- every process that runs a cell ---------------------------------------------------------------------
     def settle(self, cell: Cell, work: Callable[[], CellResult], *, worker: str | None = None,
@@ -76,19 +171,21 @@ class Ledger:
         the cell ``interrupted`` and propagates; a job leaves that to its driver, and pre-emption (``SystemExit``)
         is never caught, so the job is requeued and resumes from its checkpoint.
         """
-        try:
-            result = work()
-        except KeyboardInterrupt:
-            if interruptible and self.store is not None:
-                self.store.finish(cell.cell_hash, CellResult(status=Status.INTERRUPTED, error="interrupted by the user"))
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failed cell is data
-            result = failure_result(exc)
-            if reraise and not isinstance(exc, Diverged):
-                self.deliver(cell, result, worker)
+        with self.holding(cell, worker, interruptible):
+            try:
+                result = work()
+            except KeyboardInterrupt:
+                if interruptible and self.store is not None:
+                    self.store.finish(cell.cell_hash, CellResult(status=Status.INTERRUPTED,
+                                                                 error="interrupted by the user"))
                 raise
-        self.deliver(cell, result, worker)
-        return result
+            except Exception as exc:  # noqa: BLE001 - a failed cell is data
+                result = failure_result(exc)
+                if reraise and not isinstance(exc, Diverged):
+                    self.deliver(cell, result, worker)
+                    raise
+            self.deliver(cell, result, worker)
+            return result
 
     def deliver(self, cell: Cell, result: CellResult, worker: str | None = None) -> None:
         """Hand an outcome on: the result file first (durable, atomic), then the database when there is one."""
@@ -163,6 +260,30 @@ class Ledger:
         if self.store is None:
             raise RuntimeError("this ledger writes result files only; the driver holds the database")
         return self.store
+
+
+class _Heartbeat:
+    """A daemon thread refreshing one held cell's heartbeat every :func:`heartbeat_every` seconds until stopped."""
+
+    def __init__(self, store: Store, cell_hash: str, worker: str | None) -> None:
+        self.store, self.cell_hash, self.worker = store, cell_hash, worker
+        self.every = heartbeat_every(store.stale_after)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"bench-heartbeat-{cell_hash}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.store.heartbeat(self.cell_hash, worker=self.worker)
+            except Exception:  # noqa: BLE001 - a database that went away: the holder's own writes will say so
+                pass
 
 
 def still_active(status: str | None) -> bool:

@@ -18,6 +18,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from bench.catalog import AttackConfig
 from bench.cell import Status
 from bench.errors import BenchError
 from bench.results.schema import (
@@ -54,15 +55,13 @@ def _flags_of(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, n
 
 def _attack_tables_of(session: Session, runs: Sequence[Run]) -> dict[int, dict[str, dict]]:
     """Resolved attack tables by run and label: stored ``attack_specs`` rows over the config's eval_attacks."""
-    from bench.attacks import AttackSpec  # the label of a table; imported here to keep the store torch-free
-
     out: dict[int, dict[str, dict]] = {}
     for run in runs:
         config = json.loads(run.config_json)
         tables = {}
         for table in config.get("eval_attacks", []):
             try:
-                tables[AttackSpec.from_table(table).label] = table
+                tables[AttackConfig.from_table(table).label] = table
             except (KeyError, TypeError, ValueError):  # a config from another version: its stored rows decide
                 continue
         out[run.id] = tables

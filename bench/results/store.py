@@ -17,22 +17,24 @@ never written again.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import create_engine, delete, event, func, inspect, select, update
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import create_engine, delete, event, func, insert, inspect, select, update
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bench.cell import ACTIVE, CellRecord, CellResult, Status
 from bench.errors import BenchError
-from bench.results import rows
-from bench.results.claims import claim_abandoned, worker_id
+from bench.results import migrate, rows
+from bench.results.claims import STALE_AFTER, claim_abandoned, worker_id
 from bench.results.schema import (
     SCHEMA_VERSION,
     Base,
@@ -49,19 +51,39 @@ from bench.results.schema import (
 
 
 def hide_password(url: str) -> str:
-    """A database URL as it may be shown: the password replaced by ``***``."""
-    return make_url(url).render_as_string(hide_password=True)
+    """A database URL as it may be shown: the password replaced by ``***`` (also in a URL SQLAlchemy cannot parse)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL, or a port that is not a number
+        return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", url)
+
+
+def password_of(url: str) -> str | None:
+    """The password a database URL carries, if any."""
+    password = make_url(url).password
+    return None if password is None else str(password)
+
+
+def without_password(url: str) -> str:
+    """A database URL that carries no password: what may be written where others can read it (a job's pickle, a
+    Ray task's arguments). The process that opens it gets the password from its environment (libpq's PGPASSWORD
+    or ~/.pgpass, or ``$BENCH_DB``)."""
+    parsed = make_url(url)
+    bare = URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query)
+    return bare.render_as_string(hide_password=False)
 
 
 class Store:
     """A results database. Construct with a SQLAlchemy URL; :meth:`create` makes the schema."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, stale_after: timedelta = STALE_AFTER) -> None:
         self.url = url
+        self.stale_after = stale_after  # a claim with no heartbeat for this long is abandoned (bench.results.claims)
         try:
             parsed = make_url(url)
-        except ArgumentError:
-            raise BenchError(f"database URL {url!r} is not a SQLAlchemy URL (e.g. sqlite:///results/bench.db)") from None
+        except (ArgumentError, ValueError):  # not a URL, or a port that is not a number
+            raise BenchError(f"database URL {hide_password(url)!r} is not a SQLAlchemy URL (e.g. "
+                             "sqlite:///results/bench.db)") from None
         if parsed.drivername == "postgresql":  # SQLAlchemy's default driver is psycopg2; bench ships psycopg 3
             parsed = parsed.set(drivername="postgresql+psycopg")
             url = parsed.render_as_string(hide_password=False)
@@ -78,7 +100,7 @@ class Store:
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except (ArgumentError, ImportError, SQLAlchemyError) as exc:
-            raise BenchError(f"database URL {url!r} cannot be used: {exc}") from None
+            raise BenchError(f"database URL {self.shown!r} cannot be used: {exc}") from None
         self.write_engine: Engine = self.engine
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
@@ -97,8 +119,9 @@ class Store:
         except SQLAlchemyError as exc:
             raise BenchError(f"database {self.shown} cannot be read: {_first_line(exc)}") from None
 
-    def check_writable(self) -> None:
-        """Fail with one line, before anything runs, when the database cannot be created or written.
+    def check_writable(self, schema: bool = True) -> None:
+        """Fail with one line, before anything runs, when the database cannot be created or written (or, with
+        ``schema``, is one this bench must not write as it is: :meth:`check_schema`).
 
         Changes nothing: a SQLite file that does not exist yet is not created here (see :meth:`create`).
         """
@@ -115,7 +138,8 @@ class Store:
             has_schema = inspect(self.engine).has_table("runs")
         except SQLAlchemyError as exc:
             raise BenchError(f"database {self.shown} is unreachable or unreadable: {_first_line(exc)}") from None
-        self.check_schema(allow_missing=True)
+        if schema:
+            self.check_schema(allow_missing=True)
         if has_schema:  # a write that is rolled back: proves the file and connection accept writes
             try:
                 with self.session() as session, session.begin():
@@ -125,33 +149,39 @@ class Store:
                 raise BenchError(f"database {self.shown} cannot be written: {_first_line(exc)}") from None
 
     def check_schema(self, allow_missing: bool = False) -> None:
-        """Refuse a database written by another schema version (one line naming both versions)."""
+        """Refuse, with one line, a database this bench must not read or write as it is: older (naming ``bench db
+        upgrade``), newer, damaged or foreign (:mod:`bench.results.migrate`)."""
         if not self.exists():
             if allow_missing:
                 return
             raise BenchError(f"database {self.shown} holds no results yet; run `bench run SUITE.toml` first")
-        with self.session(write=False) as session:
-            try:
-                row = session.get(Meta, "schema_version")
-            except SQLAlchemyError:
-                row = None
-        found = int(row.value) if row is not None else 0
-        if found != SCHEMA_VERSION:
-            raise BenchError(
-                f"database {self.shown} has schema version {found}, this bench reads version {SCHEMA_VERSION}; "
-                "use a new database file or the bench version that wrote it"
-            )
+        try:
+            with self.engine.connect() as connection:
+                version = migrate.read_version(connection)
+        except SQLAlchemyError as exc:
+            raise BenchError(f"database {self.shown} cannot be read: {_first_line(exc)}") from None
+        problem = migrate.refusal(version, self.shown)
+        if problem:
+            raise BenchError(problem)
 
     def create(self) -> None:
-        """Create the tables if missing and stamp the schema version."""
+        """Create the tables of a new database, stamped at the newest schema revision, in one transaction.
+
+        An existing database is never changed here: it is checked (:meth:`check_schema`), so an older one is refused
+        with the line that names ``bench db upgrade``.
+        """
+        if self.exists():
+            self.check_schema()
+            return
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(5):
             try:
-                Base.metadata.create_all(self.write_engine)  # under the write lock: concurrent creators serialise
-                with self.session() as session, session.begin():
-                    if session.get(Meta, "schema_version") is None:
-                        session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                with self.write_engine.begin() as connection:  # under the write lock: concurrent creators serialise
+                    Base.metadata.create_all(connection)
+                    if connection.execute(select(Meta.value).where(Meta.key == "schema_version")).first() is None:
+                        connection.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                        migrate.stamp_head(connection)
                 break
             except (OperationalError, IntegrityError, ProgrammingError) as exc:
                 # Two processes creating one new SQLite file can meet SQLite's immediate "locked" answer
@@ -163,6 +193,16 @@ class Store:
                     raise BenchError(f"database {self.shown} cannot be written: {_first_line(exc)}") from None
                 time.sleep(0.2 * (attempt + 1))
         self.check_schema()
+
+    def upgrade(self) -> migrate.Upgrade:
+        """``bench db upgrade``: bring an older database to this bench's schema in one transaction (alembic)."""
+        if not self.exists():
+            raise BenchError(f"database {self.shown} holds no results yet; there is nothing to upgrade")
+        try:
+            with self.write_engine.begin() as connection:
+                return migrate.upgrade(connection, self.shown)
+        except SQLAlchemyError as exc:
+            raise BenchError(f"database {self.shown} cannot be upgraded: {_first_line(exc)}; it is unchanged") from None
 
     @contextmanager
     def session(self, write: bool = True) -> Iterator[Session]:
@@ -199,8 +239,8 @@ class Store:
                 return True
             if run.status == Status.DONE:
                 return False
-            if run.status == Status.RUNNING and not claim_abandoned(run.worker, run.heartbeat_at, now):
-                return False
+            if run.status in ACTIVE and not claim_abandoned(run.worker, run.heartbeat_at, now, self.stale_after):
+                return False  # held by a live process, or queued in a job whose driver keeps it alive
             # Conditional update: only one claimant wins when two see the same abandoned row.
             result = session.execute(
                 update(Run)
@@ -209,13 +249,14 @@ class Store:
             )
             return result.rowcount == 1
 
-    def heartbeat(self, cell_hash: str, epochs_done: int) -> None:
+    def heartbeat(self, cell_hash: str, epochs_done: int | None = None, worker: str | None = None) -> None:
+        """Refresh the heartbeat of a cell this process (or the job ``worker``) holds; ``epochs_done`` if given."""
+        values: dict = {"heartbeat_at": utcnow()}
+        if epochs_done is not None:
+            values["epochs_done"] = epochs_done
         with self.session() as session, session.begin():
-            session.execute(
-                update(Run)
-                .where(Run.cell_hash == cell_hash, Run.worker == worker_id())
-                .values(heartbeat_at=utcnow(), epochs_done=epochs_done)
-            )
+            session.execute(update(Run).where(Run.cell_hash == cell_hash, Run.status.in_(ACTIVE),
+                                              Run.worker == (worker or worker_id())).values(**values))
 
     def finish(self, cell_hash: str, result: CellResult) -> None:
         """Write the outcome of a cell this process claimed, and all its rows, in one transaction."""
