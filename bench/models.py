@@ -164,5 +164,149 @@ def linear(num_classes: int, input_shape: tuple[int, ...], classifier: str = "li
     return Classifier(nn.Flatten(), dim, num_classes, classifier)
 
 
+# -- the field's architectures (issue 19): PreAct ResNet-18 and WideResNet, as the reference repositories build them
+
+class PreActBlock(nn.Module):
+    """Pre-activation basic block (He et al., 2016) as in Rice et al.'s ``preactresnet.py`` and AT-BSL's
+    ``ti_preact_resnet.py``: BN → ReLU → conv3×3 → BN → ReLU → conv3×3, plus the shortcut — the identity, or a 1×1
+    convolution (no BN) of the *pre-activated* input when the shape changes."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
+
+
+class PreActResNetBackbone(nn.Module):
+    """PreAct ResNet: 3×3 stem (stride 1, no BN), four stages 64/128/256/512 of :class:`PreActBlock`, then
+    BN → ReLU → global average pool. PyTorch's default initialisation, as in the references."""
+
+    def __init__(self, blocks: tuple[int, ...] = (2, 2, 2, 2), in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        layers, in_planes = [], 64
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks)):
+            for j in range(n):
+                layers.append(PreActBlock(in_planes, planes, 2 if (i > 0 and j == 0) else 1))
+                in_planes = planes
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(512)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn(self.layers(self.conv1(x))))
+        return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+
+
+@register_model("preact-resnet18")
+def preact_resnet18(num_classes: int, input_shape: tuple[int, ...], classifier: str = "linear") -> Classifier:
+    """PreAct ResNet-18 (11.17 M parameters with 10 classes), 512-d features; Rice et al. / AT-BSL's network.
+
+    Rice et al.'s CIFAR file pools with ``avg_pool2d(out, 4)`` and AT-BSL's Tiny-ImageNet file
+    (``ti_preact_resnet``) with an adaptive pool; both are this global average pool at their input sizes (32×32 and
+    64×64), so one network serves CIFAR and Tiny-ImageNet.
+    """
+    return Classifier(PreActResNetBackbone((2, 2, 2, 2), input_shape[0]), 512, num_classes, classifier)
+
+
+class WideBlock(nn.Module):
+    """WideResNet basic block as in TRADES' / MART's ``wideresnet.py``: BN → ReLU → conv3×3 → BN → ReLU → conv3×3.
+
+    Where the width changes (the first block of a stage), the pre-activation is shared: the 1×1 shortcut
+    convolution takes BN → ReLU of the input, as the reference does (``x = relu1(bn1(x))``); otherwise the shortcut
+    is the raw input. ``drop_rate`` is the reference's ``dropRate`` (0 in every reference run).
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_planes)
+        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
+        self.drop_rate = drop_rate
+        self.equal_in_out = in_planes == out_planes
+        self.shortcut = None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride=stride,
+                                                                 padding=0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.bn1(x))
+        out = F.relu(self.bn2(self.conv1(pre)))
+        if self.drop_rate > 0:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        out = self.conv2(out)
+        return (x if self.shortcut is None else self.shortcut(pre)) + out
+
+
+class WideResNetBackbone(nn.Module):
+    """WideResNet-``depth``-``widen`` (Zagoruyko & Komodakis) as TRADES / MART build it for CIFAR:
+    ``WideResNet(depth, num_classes, widen_factor, dropRate=0)``.
+
+    3×3 stem with 16 channels, three stages of ``(depth − 4) / 6`` :class:`WideBlock` at widths 16k/32k/64k
+    (strides 1, 2, 2), BN → ReLU → global average pool (the reference's ``avg_pool2d(out, 8)`` at 32×32).
+    Initialisation as the reference: convolutions ``N(0, 2 / (k·k·out_channels))``, BN weight 1 and bias 0 (the
+    classifier's bias is zeroed by the factory). The reference file also builds a ``sub_block1`` that its
+    ``forward`` never calls (2.1 M parameters for WRN-34-10 that only receive weight decay); it is left out, which
+    changes no output and gives the parameter counts the field quotes (46.16 M and 36.48 M with 10 classes).
+    """
+
+    def __init__(self, depth: int, widen: int, in_channels: int = 3, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
+        n = (depth - 4) // 6
+        widths = (16, 16 * widen, 32 * widen, 64 * widen)
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
+        stages = []
+        for i, stride in enumerate((1, 2, 2)):
+            stages += [WideBlock(widths[i] if j == 0 else widths[i + 1], widths[i + 1], stride if j == 0 else 1,
+                                 drop_rate) for j in range(n)]
+        self.blocks = nn.Sequential(*stages)
+        self.bn1 = nn.BatchNorm2d(widths[3])
+        self.out_channels = widths[3]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.blocks(self.conv1(x))))
+        return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+
+
+def _wide_resnet(depth: int, widen: int, num_classes: int, input_shape: tuple[int, ...],
+                 classifier: str) -> Classifier:
+    backbone = WideResNetBackbone(depth, widen, input_shape[0])
+    model = Classifier(backbone, backbone.out_channels, num_classes, classifier)
+    if isinstance(model.classifier, nn.Linear):
+        nn.init.zeros_(model.classifier.bias)  # the reference zeroes the fc bias (its weight keeps torch's init)
+    return model
+
+
+@register_model("wrn-34-10")
+def wrn_34_10(num_classes: int, input_shape: tuple[int, ...], classifier: str = "linear") -> Classifier:
+    """WideResNet-34-10 (46.16 M parameters with 10 classes), 640-d features; TRADES / MART / AT-BSL's network."""
+    return _wide_resnet(34, 10, num_classes, input_shape, classifier)
+
+
+@register_model("wrn-28-10")
+def wrn_28_10(num_classes: int, input_shape: tuple[int, ...], classifier: str = "linear") -> Classifier:
+    """WideResNet-28-10 (36.48 M parameters with 10 classes), 640-d features; the same blocks, 4 per stage."""
+    return _wide_resnet(28, 10, num_classes, input_shape, classifier)
+
+
 def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], classifier: str = "linear") -> Classifier:
     return MODELS.get(name)(num_classes, tuple(input_shape), classifier)
