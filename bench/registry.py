@@ -14,8 +14,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps lower-case names to plug-ins, in registration order, refusing duplicates."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, stamp: str | None = None) -> None:
         self.kind = kind
+        self.stamp = stamp  # an attribute that registering sets to the name (a dataset's ``name``), if any
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -26,6 +27,8 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             if name != name.lower() or " " in name:
                 raise ValueError(f"{self.kind} names are lower case without spaces, got {name!r}")
+            if self.stamp:
+                setattr(obj, self.stamp, name)
             self._items[name] = obj
             return obj
 

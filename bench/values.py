@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from fractions import Fraction
 from pathlib import Path
@@ -11,21 +12,28 @@ from bench.errors import BenchError
 
 
 def parse_number(value: object, where: str) -> float | int:
-    """An int or float from a number or a string such as ``"8/255"``, ``"0.1"`` or ``"1e-3"``."""
+    """A finite int or float from a number or a string such as ``"8/255"``, ``"0.1"`` or ``"1e-3"``; NaN and
+    infinities (TOML's ``nan`` and ``inf``, ``"nan"``, ``"1e999"``) are refused."""
     if isinstance(value, bool):
         raise BenchError(f"{where}: expected a number, got {value!r}")
+    number: float | int | None = None
     if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, str):
         text = value.strip()
         try:
             if "/" in text:
-                return float(Fraction(text))
-            number = float(text)
-            return int(number) if text.lstrip("+-").isdigit() else number
-        except (ValueError, ZeroDivisionError):
+                number = float(Fraction(text))
+            else:
+                number = float(text)
+                number = int(number) if text.lstrip("+-").isdigit() else number
+        except (ValueError, ZeroDivisionError, OverflowError):
             pass
-    raise BenchError(f"{where}: expected a number such as 0.1 or \"8/255\", got {value!r}")
+    if number is None:
+        raise BenchError(f"{where}: expected a number such as 0.1 or \"8/255\", got {value!r}")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise BenchError(f"{where}: {value!r} is not a finite number; expected a number such as 0.1 or \"8/255\"")
+    return number
 
 
 def read_toml(path: str | Path, what: str = "suite file") -> dict[str, Any]:

@@ -95,3 +95,83 @@ def class_counts(profile: str, num_classes: int, n_max: int) -> list[int]:
             )
         return list(parsed.counts)
     return list(parsed.counts)  # binary
+
+
+def pick_classes(classes: tuple[str, ...], class_names: tuple[str, ...] | list[str], num_classes: int,
+                 dataset: str = "this dataset") -> list[int | None]:
+    """The label indices of a ``binary:`` profile's two classes: a whole number below ``num_classes`` is an index,
+    anything else a class name. ``None`` for a name that cannot be checked yet (``class_names`` empty: the dataset
+    names its classes only once loaded). A :class:`BenchError` for an index out of range, an unknown name, or one
+    class named twice."""
+    names = [str(n) for n in class_names]
+    picked: list[int | None] = []
+    for token in classes:
+        if token.isdigit() and int(token) < num_classes:
+            picked.append(int(token))
+        elif token in names:
+            picked.append(names.index(token))
+        elif token.isdigit() or names:
+            indices = [str(c) for c in range(num_classes)]
+            valid = (", ".join(indices) if names == indices or not names else
+                     f"{', '.join(names)} (or their indices 0-{num_classes - 1})")
+            raise BenchError(f"class {token!r} is not a class of {dataset}; valid: {valid}")
+        else:
+            picked.append(None)
+    if picked[0] is not None and picked[0] == picked[1]:
+        raise BenchError(f"classes {classes[0]!r} and {classes[1]!r} are the same class (index {picked[0]}); "
+                         "name two different classes")
+    return picked
+
+
+def check_profile(text: str, meta, n_max: int, dataset: str) -> None:
+    """Check a profile against a dataset's :class:`~bench.data.datasets.Metadata` before anything is loaded: the
+    class count of ``counts:``, the classes of ``binary:``, the training images each class keeps (with ``n_max``,
+    0 = the smallest class) against those the dataset has, and a test image for every class kept. One
+    :class:`BenchError` line starting with the key at fault (``imbalance = …`` or ``dataset_args.n_max = …``);
+    the caller adds the file."""
+    profile = parse_profile(text)
+    key = f"imbalance = {text!r}"
+    C = meta.num_classes
+    if profile.kind == "binary":
+        try:
+            picked = pick_classes(profile.classes, meta.class_names, C, dataset)
+        except BenchError as exc:
+            raise BenchError(f"{key}: {exc}") from None
+        wanted = list(profile.counts)
+    else:
+        if profile.kind == "counts" and len(profile.counts) != C:
+            raise BenchError(f"{key} gives {len(profile.counts)} counts, but {dataset} has {C} classes; "
+                             f"give one count per class (counts:N0,...,N{C - 1})")
+        picked = list(range(C))
+        base = n_max or (min(meta.train_counts) if meta.train_counts else 0)
+        wanted = class_counts(text, C, base) if base else []
+        if n_max and profile.kind != "counts":
+            key = f"dataset_args.n_max = {n_max} with {key}"
+    names = meta.class_names
+
+    def shown(c: int) -> str:
+        return f"class {c} ({names[c]})" if names and names[c] != str(c) else f"class {c}"
+
+    for c, want in zip(picked, wanted):
+        have = meta.train_counts[c] if meta.train_counts and c is not None else want
+        if want > have:
+            most = (f"n_max must be at most {largest_n_max(text, meta.train_counts)} for this profile"
+                    if key.startswith("dataset_args") else f"at most {have}")
+            raise BenchError(f"{key} keeps {want} training images of {shown(c)}, but {dataset} has {have}; {most}")
+    for c in picked:
+        if meta.test_counts and c is not None and meta.test_counts[c] < 1:
+            raise BenchError(f"{key}: {shown(c)} of {dataset} has no test images, so its class-wise accuracy "
+                             "would be undefined; every class kept needs at least one test image")
+
+
+def largest_n_max(text: str, train_counts: tuple[int, ...]) -> int:
+    """The largest ``n_max`` with which ``text`` keeps no more images of any class than ``train_counts`` has
+    (0 when not even 1 fits); the profile's counts grow with ``n_max``, so a bisection finds it."""
+    lo, hi = 0, max(train_counts)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if all(w <= n for w, n in zip(class_counts(text, len(train_counts), mid), train_counts)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bench.data.datasets import DATASETS, RawData
-from bench.data.profiles import class_counts, parse_profile
+from bench.data.profiles import class_counts, parse_profile, pick_classes
 from bench.errors import BenchError
 
 
@@ -57,14 +57,10 @@ def subset_hash(indices: np.ndarray) -> str:
 
 def _binary_view(raw: RawData, classes: tuple[str, ...], where: str) -> RawData:
     """Keep two classes (given by index or name) and relabel them 0 and 1."""
-    picked = []
-    for token in classes:
-        if token.isdigit() and int(token) < len(raw.class_names):
-            picked.append(int(token))
-        elif token in raw.class_names:
-            picked.append(raw.class_names.index(token))
-        else:
-            raise BenchError(f"{where}: class {token!r} is not a class of this dataset; valid: {', '.join(raw.class_names)}")
+    try:
+        picked = pick_classes(classes, raw.class_names, len(raw.class_names))
+    except BenchError as exc:
+        raise BenchError(f"{where}: {exc}") from None
 
     def view(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mask = np.isin(y, picked)
@@ -94,6 +90,11 @@ def prepare(
         raw = _binary_view(raw, profile.classes, f"imbalance {imbalance!r}")
     counts = class_counts(imbalance, len(raw.class_names), plugin.n_max(raw, args))
     kept = select_subset(raw.train_y, counts, derived_seed("subset", dataset, imbalance, seed))
+    tested = np.bincount(raw.test_y, minlength=len(raw.class_names))
+    if not tested.all():  # metadata said otherwise (bench.suite_checks): files that differ from the real source
+        c = int(np.argmin(tested))
+        raise BenchError(f"dataset {dataset}: class {c} ({raw.class_names[c]}) has no test images, so "
+                         "its class-wise accuracy would be undefined; every class kept needs at least one test image")
 
     def tensor(x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(x)).to(device=device, dtype=torch.float32) * raw.scale
