@@ -19,7 +19,25 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 # -- models -------------------------------------------------------------------------------------------------------
-MODEL_NAMES = ("resnet18", "cnn-small", "linear")
+MODEL_NAMES = ("resnet18", "cnn-small", "linear", "preact-resnet18", "wrn-34-10", "wrn-28-10")
+VECTOR_MODELS = ("linear",)  # the models that take vectors [N, D]; the others need images [N, C, H, W]
+
+# -- augmentations ------------------------------------------------------------------------------------------------
+# bench.augment's kinds; a cell's ``augment`` is one of them or several joined by "+", applied in order.
+AUGMENTATIONS = ("none", "crop-flip", "crop", "flip", "randaugment", "autoaugment")
+
+
+def augment_parts(value: object) -> list[str] | None:
+    """The augmentations of an ``augment`` value in order (``"randaugment+crop-flip"`` → two), or ``None`` when it
+    is not a valid value (``none`` only alone, each name once)."""
+    if not isinstance(value, str):
+        return None
+    parts = value.split("+")
+    if any(p not in AUGMENTATIONS for p in parts) or len(set(parts)) != len(parts) or ("none" in parts
+                                                                                        and len(parts) > 1):
+        return None
+    return parts
+
 
 # -- guards -------------------------------------------------------------------------------------------------------
 GUARD_NAMES = ("zero-grad-share", "scaled-pgd", "pgd-aa-gap")
@@ -34,6 +52,8 @@ AA_VERSIONS = ("standard", "custom")
 # form the 4th; the others need a wrong class to exist.
 AA_MIN_CLASSES = {"apgd-ce": 2, "apgd-dlr": 3, "apgd-t": 4, "fab": 2, "fab-t": 2, "square": 2}
 AA_TARGET_CLASSES = 9  # target classes of apgd-t and fab-t in the standard version (capped at C − 1)
+# The logit-scaled attack's factor: AT-BSL's eval.py runs its LSA as PGD on CE(10 · logits) (``alpha=10.``).
+LSA_SCALE = 10.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,7 @@ class AttackConfig:
     restarts: int = 1
     version: str = "standard"
     attacks: tuple[str, ...] = field(default=())
+    scale: float = LSA_SCALE  # the logits' factor inside the loss of kind ``lsa``
 
     @property
     def label(self) -> str:
@@ -65,7 +86,8 @@ class AttackConfig:
         return cls(kind=table["kind"], eps=float(table["eps"]), alpha=float(table.get("alpha", 0.0)),
                    steps=int(table.get("steps", 0)), random_start=bool(table.get("random_start", True)),
                    name=str(table.get("name", "")), restarts=int(table.get("restarts", 1)),
-                   version=str(table.get("version", "standard")), attacks=tuple(table.get("attacks", ())))
+                   version=str(table.get("version", "standard")), attacks=tuple(table.get("attacks", ())),
+                   scale=float(table.get("scale", LSA_SCALE)))
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,7 @@ PGD_KEYS = ("alpha", "steps", "random_start", "restarts")
 KINDS: dict[str, AttackKind] = {
     "pgd": AttackKind(PGD_KEYS, lambda s: f"pgd-{s.steps}{_restart_suffix(s)}"),
     "pgd-cw": AttackKind(PGD_KEYS, lambda s: f"pgd-cw-{s.steps}{_restart_suffix(s)}"),
+    "lsa": AttackKind((*PGD_KEYS, "scale"), lambda s: f"lsa{s.scale:g}-{s.steps}{_restart_suffix(s)}"),
     "fgsm": AttackKind((), lambda s: "fgsm"),
     "autoattack": AttackKind(("version", "attacks"),
                              lambda s: "autoattack" if s.version == "standard" else "+".join(s.attacks)),

@@ -6,7 +6,8 @@ the cartesian product of its list-valued keys, the suite the union of its grids.
 sweeps λ. ``eval_attacks`` is a list of attack tables; a list of such lists sweeps it.
 
 Precedence, lowest first: built-in defaults (the dataset's own, then the general ones below) < ``bench.toml``
-``[defaults]`` < the suite's ``[defaults]`` < the grid's keys < CLI overrides. A cell's identity is the hash of its
+``[defaults]`` < the suite's ``[defaults]`` < the grid's keys < CLI overrides; a method's default ``augment`` sits
+just above the dataset's (built-in < dataset < method < ``bench.toml`` < …). A cell's identity is the hash of its
 fully resolved configuration (suite name and the method's resolved hyperparameters included), which is the cache
 key in the results store.
 
@@ -21,10 +22,10 @@ the results store.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import fnmatch
 import itertools
 import json
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import methods
-from bench import accel_keys
-from bench.catalog import AA_ATTACKS, AA_VERSIONS, DEFAULT_GUARDS, GUARD_NAMES, KINDS, MODEL_NAMES, AttackConfig
+from bench import accel_keys, catalog, suite_checks
+from bench.catalog import (AA_ATTACKS, AA_VERSIONS, DEFAULT_GUARDS, GUARD_NAMES, KINDS, LSA_SCALE, MODEL_NAMES,
+                           AttackConfig)
 from bench.cell import Cell, cell_hash
 from bench.data import DATASETS, parse_profile
 from bench.errors import BenchError, check_keys, valid_choices
@@ -42,7 +44,7 @@ from bench.values import parse_number, read_toml
 
 # ``slurm`` and ``ray``: the suite's executor tables over bench.toml's (bench.executors); never part of a cell.
 SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid", "slurm", "ray")
-AUGMENTATIONS = ("none", "crop-flip", "crop", "flip")
+AUGMENTATIONS = catalog.AUGMENTATIONS  # or several joined by "+" (bench.augment)
 BN_MODES = ("train", "eval")
 
 # General built-in defaults; a dataset's own defaults sit on top of these.
@@ -149,11 +151,12 @@ def load_suite(
         gwhere = f"{where}: grid[{g}]"
         _check_table(grid, gwhere)
         _check_keys(grid, gwhere)
+        suite_checks.check_axes(grid, gwhere)
         if "seed" in grid:
             raise BenchError(f"{gwhere}: set seeds with the top-level `seeds` list, not a grid key")
         for point in expand_grid(grid):
             for seed in suite_seeds:
-                config = resolve(point, seed, name, settings.defaults, suite_defaults, overrides or {}, gwhere)
+                config = suite_checks.blamed(resolve, point, seed, name, settings, suite_defaults, overrides, gwhere)
                 cell = Cell(config, cell_hash(config))
                 cells.setdefault(cell.cell_hash, cell)
     return Suite(name, description, list(suite_seeds), path, list(cells.values()), file)
@@ -165,8 +168,10 @@ def _check_table(value: Any, where: str) -> None:
 
 
 def _check_keys(table: Mapping[str, Any], where: str) -> None:
-    """Defaults, grids and ``--set`` may name any cell key but ``seed`` (the suite's ``seeds`` list sets it)."""
+    """Defaults, grids and ``--set`` may name any cell key but ``seed`` (the suite's ``seeds`` list sets it); no
+    number anywhere in them may be NaN or infinite."""
     check_keys(table, [k for k in CELL_KEYS if k != "seed"], where)
+    suite_checks.check_finite(table, where)
 
 
 def expand_grid(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -223,6 +228,9 @@ def resolve(
     config = _merge(copy.deepcopy(BUILTIN_DEFAULTS), DATASETS.get(dataset).defaults)
     for layer in layers:
         config = _merge(config, layer)
+    augment = methods.default_augment(config.get("method"))  # above the dataset's, below every layer naming one
+    if augment and not any("augment" in layer for layer in layers):
+        config["augment"] = augment
     config["seed"] = seed
     config["suite"] = suite
     return validate(config, where)
@@ -251,10 +259,12 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
         c[key] = _float(c[key], f"{where}: {key}", minimum=0.0)
     c["lr_decay"] = _float(c["lr_decay"], f"{where}: lr_decay", minimum=0.0, strict=True)
     if not isinstance(c["milestones"], list):
-        raise BenchError(f"{where}: milestones must be a list of epochs, got {c['milestones']!r}")
-    c["milestones"] = sorted(_int(m, f"{where}: milestones", minimum=0) for m in c["milestones"])
-    if c["augment"] not in AUGMENTATIONS:
-        raise BenchError(f"{where}: augment = {c['augment']!r} is unknown; valid: {', '.join(AUGMENTATIONS)}")
+        raise BenchError(f"{where}: milestones must be a list of epochs or fractions of the run, "
+                         f"got {c['milestones']!r}")
+    c["milestones"] = sorted(schedule_epoch(m, c["epochs"], f"{where}: milestones") for m in c["milestones"])
+    if catalog.augment_parts(c["augment"]) is None:
+        raise BenchError(f"{where}: augment = {c['augment']!r} is unknown; valid: {', '.join(AUGMENTATIONS)}, or "
+                         "several joined by + (applied in order, each once)")
     c["train_attack"] = _train_attack(c["train_attack"], f"{where}: train_attack")
     if not isinstance(c["eval_attacks"], list):
         raise BenchError(f"{where}: eval_attacks must be a list of attack tables, got {c['eval_attacks']!r}")
@@ -282,8 +292,29 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
         method = methods.for_cell(c)
     except BenchError as exc:
         raise BenchError(f"{where}: method_args: {exc}") from None
-    c["method_params"] = dataclasses.asdict(method)
+    drw = c["method_args"].get("drw_epoch")
+    if drw is not None and method.drw_epoch is not None and method.drw_epoch >= c["epochs"]:
+        raise BenchError(f"{where}: method_args.drw_epoch = {drw!r} is at or beyond the end of the run "
+                         f"(epochs = {c['epochs']}); give an epoch below {c['epochs']}")
+    c["method_params"] = method.params()  # capability fields (AWP, class-wise ε) only when switched on
+    suite_checks.check_cell(c, where)  # against the dataset's metadata, and across keys
     return c
+
+
+def schedule_epoch(value: Any, epochs: int, where: str) -> int:
+    """An epoch of the schedule: a whole number is an epoch (0-indexed, below ``epochs``); a number strictly
+    between 0 and 1 is a fraction of the run, resolved as ``floor(fraction × epochs)`` — the recipe's 0.8 and 0.9
+    are epochs 160 and 180 of 200, 8 and 9 of 10, 4 and 4 of 5 — so a short run keeps the recipe's shape."""
+    number = parse_number(value, where)
+    if isinstance(number, bool):
+        raise BenchError(f"{where}: must be an epoch or a fraction of the run, got {value!r}")
+    if 0 < number < 1:
+        return math.floor(number * epochs + 1e-9)  # 1e-9: 2/3 × 15 is 9.999… in floating point
+    epoch = _int(value, where, minimum=0)
+    if epoch >= epochs:
+        raise BenchError(f"{where}: {value!r} is at or beyond the end of the run (epochs = {epochs}); give an epoch "
+                         f"below {epochs} or a fraction of the run such as 0.8")
+    return epoch
 
 
 def _int(value: Any, where: str, minimum: int) -> int:
@@ -309,13 +340,7 @@ def _attack(table: Any, where: str, allowed: Iterable[str]) -> dict[str, Any]:
     if kind not in TRAIN_ATTACK_KINDS:
         raise BenchError(f"{where}: kind = {kind!r} cannot train{valid_choices(str(kind), TRAIN_ATTACK_KINDS)}")
     out: dict[str, Any] = {"kind": kind}
-    for key in ("eps", "alpha"):
-        if key not in table:
-            raise BenchError(f"{where}: missing {key}")
-        value = float(parse_number(table[key], f"{where}.{key}"))
-        if value < 0:
-            raise BenchError(f"{where}.{key} = {table[key]!r} is negative; must be >= 0")
-        out[key] = value
+    out.update({key: _nonnegative(table, key, where) for key in ("eps", "alpha")})
     out["steps"] = _int(table.get("steps", 10), f"{where}.steps", minimum=0)
     random_start = table.get("random_start", True)
     if not isinstance(random_start, bool):
@@ -357,7 +382,7 @@ def eval_attack(table: Any, where: str) -> dict[str, Any]:
         allowed += ("alpha", "steps")  # accepted when they say what FGSM does: one step of size eps
     check_keys(table, allowed, where, f" for kind {kind}")
     out: dict[str, Any] = {"kind": kind, "eps": _nonnegative(table, "eps", where)}
-    if kind in ("pgd", "pgd-cw"):
+    if kind in ("pgd", "pgd-cw", "lsa"):
         out["alpha"] = _nonnegative(table, "alpha", where)
         out["steps"] = _int(table.get("steps", 10), f"{where}.steps", minimum=0)
         random_start = table.get("random_start", True)
@@ -367,6 +392,8 @@ def eval_attack(table: Any, where: str) -> dict[str, Any]:
         restarts = _int(table.get("restarts", 1), f"{where}.restarts", minimum=1)
         if restarts != 1:
             out["restarts"] = restarts
+        if kind == "lsa":  # the logits' factor (bench.catalog.LSA_SCALE: AT-BSL's 10)
+            out["scale"] = _float(table.get("scale", LSA_SCALE), f"{where}.scale", minimum=0.0, strict=True)
     elif kind == "fgsm":
         if "alpha" in table and _nonnegative(table, "alpha", where) != out["eps"]:
             raise BenchError(f"{where}.alpha = {table['alpha']!r}: fgsm takes one step of size eps; leave alpha out")

@@ -7,6 +7,10 @@ how an epoch draws examples (its sampler), what the attack maximises and from wh
 also sees the clean logits, and which bias the trained model adds to its logits at inference. Everything random
 draws from generators seeded from the cell and saved in the checkpoint, so a cell killed at any point resumes to
 exactly the result of an uninterrupted run (on the CPU). Losses and accuracies accumulate on the device; the host syncs once per epoch.
+The method's batch-loop hooks (``methods.base``) are called for every method alike: its stage schedule
+(``attack_on``), the attack's budget (``attack_budget``, per-sample ε for class-wise budgets), a context around the
+optimisation step (``around_step``, adversarial weight perturbation) and its run-level state (``init_state``,
+``observe``, ``end_epoch``; saved in the checkpoint).
 Precision and device policy (bf16 autocast, channels-last, compiled backbone on CUDA; plain fp32 on the CPU) come
 from :mod:`bench.accel`.
 """
@@ -26,11 +30,13 @@ import torch
 
 from bench import accel
 from bench.attacks import pgd
+from bench.augment import augment  # also reached as bench.train.augment
 from bench.data import PreparedData, derived_seed
 from bench.errors import Diverged
 from bench.io import write_atomic
 from bench.models import Classifier, build_model
 from methods import LossInputs, Method
+from methods.base import StepContext
 from methods.samplers import SAMPLERS
 
 CHECKPOINT = "checkpoint.pt"
@@ -44,25 +50,6 @@ def lr_at(epoch: int, config: dict[str, Any]) -> float:
     if epoch < warmup:
         return base * (epoch + 1) / warmup
     return base * config["lr_decay"] ** sum(epoch >= m for m in config["milestones"])
-
-
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Batched random crop with zero padding and/or horizontal flip, on ``x``'s device; no per-sample Python."""
-    if kind == "none" or x.dim() != 4:
-        return x
-    n, _, h, w = x.shape
-    if kind in ("crop", "crop-flip"):
-        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
-        offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=x.device)
-        rows = (offsets[0][:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-        cols = (offsets[1][:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-        batch = torch.arange(n, device=x.device)[:, None, None, None]
-        channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        x = padded[batch, channel, rows, cols]
-    if kind in ("flip", "crop-flip"):
-        flip = torch.rand(n, generator=generator, device=x.device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
@@ -134,22 +121,28 @@ def _start(config: dict[str, Any], method: Method, data: PreparedData):
 
 
 def _resume(checkpoint: Path, config: dict[str, Any], model: Classifier, optimizer: torch.optim.Optimizer,
-            order_gen: torch.Generator, noise_gen: torch.Generator, outcome: TrainOutcome) -> int:
+            order_gen: torch.Generator, noise_gen: torch.Generator, outcome: TrainOutcome,
+            method_state: dict) -> int:
     """Load a checkpoint into the fresh objects; returns the epoch to continue from. Raises on a broken file."""
-    state = torch.load(checkpoint, map_location=noise_gen.device, weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"holds a {type(state).__name__}, not a checkpoint")
-    epoch = int(state["epoch"])
+    loaded = torch.load(checkpoint, map_location=noise_gen.device, weights_only=True)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"holds a {type(loaded).__name__}, not a checkpoint")
+    epoch = int(loaded["epoch"])
     if not 0 <= epoch < config["epochs"]:
         raise ValueError(f"epoch {epoch} is outside this cell's {config['epochs']} epochs")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    order_gen.set_state(state["order_rng"])
-    noise_gen.set_state(state["noise_rng"].to("cpu"))
-    outcome.curves = list(state["curves"])
-    outcome.train_seconds = float(state["train_seconds"])
-    outcome.images = int(state["images"])
+    model.load_state_dict(loaded["model"])
+    optimizer.load_state_dict(loaded["optimizer"])
+    order_gen.set_state(loaded["order_rng"])
+    noise_gen.set_state(loaded["noise_rng"].to("cpu"))
+    outcome.curves = list(loaded["curves"])
+    outcome.train_seconds = float(loaded["train_seconds"])
+    outcome.images = int(loaded["images"])
     outcome.resumed_from = epoch + 1
+    saved = loaded.get("method_state", {})
+    if set(saved) != set(method_state):
+        raise ValueError(f"holds method state {sorted(saved)}, this method keeps {sorted(method_state)}")
+    for key, value in saved.items():
+        method_state[key].copy_(value)
     return epoch + 1
 
 
@@ -168,12 +161,14 @@ def train(
     device = data.train_x.device
     model, policy, optimizer, order_gen, noise_gen = _start(config, method, data)
     outcome = TrainOutcome(model)
+    counts = torch.as_tensor(data.train_counts, dtype=torch.float32, device=device)
+    state = method.init_state(counts)  # the method's run-level tensors (REAT's predicted-class counts), or {}
     start = 0
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = run_dir / CHECKPOINT
     if checkpoint.exists():
         try:
-            start = _resume(checkpoint, config, model, optimizer, order_gen, noise_gen, outcome)
+            start = _resume(checkpoint, config, model, optimizer, order_gen, noise_gen, outcome, state)
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the cell trains again
             if isinstance(exc, PermissionError) or "out of memory" in str(exc):
                 raise  # not the file's content: moving it aside would not help
@@ -182,9 +177,8 @@ def train(
             print(f"{checkpoint} cannot be resumed ({reason}); kept as {aside.name}, the cell restarts from scratch",
                   file=sys.stderr, flush=True)
             model, policy, optimizer, order_gen, noise_gen = _start(config, method, data)  # nothing half-loaded
-            outcome, start = TrainOutcome(model), 0
+            outcome, start, state = TrainOutcome(model), 0, method.init_state(counts)
 
-    counts = torch.as_tensor(data.train_counts, dtype=torch.float32, device=device)
     sampler = SAMPLERS.get(method.sampler)
     labels = data.train_y.cpu()
     attack = config["train_attack"]
@@ -200,33 +194,44 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         perm = sampler(labels, order_gen).to(device)
+        adversarial = attack != "none" and method.attack_on(epoch)  # the method's stage schedule
         for start_idx in range(0, n, batch_size):
             idx = perm[start_idx : start_idx + batch_size]
-            x = augment(data.train_x[idx], config["augment"], noise_gen)
+            x = augment(data.train_x[idx], config["augment"], noise_gen, bounds=data.bounds)
             y = data.train_y[idx]
             x_adv = x
-            if attack != "none":
+            if adversarial:
                 model.train(attack["bn_mode"] == "train")
                 with policy.attack(model):  # the step's autocast; no parameter gradients
                     clean_for_attack = None
                     if method.attack_uses_clean:
                         with torch.no_grad():
                             clean_for_attack = model(x)
-                    x_adv = pgd(model, x, y, eps=attack["eps"], alpha=attack["alpha"], steps=attack["steps"],
+                    budget = method.attack_budget(epoch, config["epochs"], y, attack["eps"], attack["alpha"], counts)
+                    x_adv = pgd(model, x, y, eps=budget.eps, alpha=budget.alpha, steps=attack["steps"],
                                 random_start=attack["random_start"], bounds=data.bounds, generator=noise_gen,
-                                loss=method.attack_loss(clean_for_attack), start_std=method.attack_start_std)
+                                loss=method.attack_loss(clean_for_attack, state), start_std=method.attack_start_std,
+                                start_eps=budget.start_eps)
             model.train()
-            with policy.autocast():  # forward and loss; backward runs outside, as autocast wants
-                clean_logits = model(x) if method.needs_clean_logits else None
-                logits, h = model.forward_features(x_adv)
-                projection = model.project(h) if method.uses_projection else None
-                loss = method.loss(LossInputs(logits=logits, targets=y, class_counts=counts, epoch=epoch,
-                                              weight=weight, projection=projection, clean_logits=clean_logits))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+
+            def batch_loss(x=x, x_adv=x_adv, y=y) -> tuple[torch.Tensor, LossInputs]:
+                with policy.autocast():  # forward and loss; backward runs outside, as autocast wants
+                    clean_logits = model(x) if method.needs_clean_logits else None
+                    logits, h = model.forward_features(x_adv)
+                    projection = model.project(h) if method.uses_projection else None
+                    inputs = LossInputs(logits=logits, targets=y, class_counts=counts, epoch=epoch, weight=weight,
+                                        projection=projection, clean_logits=clean_logits, features=h)
+                    return method.loss(inputs), inputs
+
+            with method.around_step(StepContext(model, epoch, lambda: batch_loss()[0])):  # AWP: perturb … restore
+                loss, inputs = batch_loss()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            method.observe(state, inputs)
             loss_sum += loss.detach() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += (inputs.logits.detach().argmax(1) == y).sum()
+        method.end_epoch(state, epoch)
         mean_loss = float(loss_sum) / n
         if not math.isfinite(mean_loss):
             raise Diverged(f"training loss is {mean_loss} at epoch {epoch}")
@@ -240,6 +245,7 @@ def train(
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "order_rng": order_gen.get_state(), "noise_rng": noise_gen.get_state(),
                 "curves": outcome.curves, "train_seconds": outcome.train_seconds, "images": outcome.images,
+                "method_state": state,
             },
             checkpoint,
         )

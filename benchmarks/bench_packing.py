@@ -43,7 +43,7 @@ def suite_text(cells: int, epochs: int) -> str:
         raise SystemExit(f"--cells must be at most {len(METHODS)} or a multiple of it, got {cells}")
     methods = ", ".join(f'"{m}"' for m in METHODS[:per_seed])
     return (f'name = "packing"\nseeds = {list(range(seeds))}\n\n[defaults]\nepochs = {epochs}\nbatch_size = 128\n'
-            f'milestones = [{max(1, epochs - 1)}]\n\n[[grid]]\ndataset = "digits"\nimbalance = "step-10"\n'
+            f'milestones = [0.75]\n\n[[grid]]\ndataset = "digits"\nimbalance = "step-10"\n'
             f'method = [{methods}]\n')
 
 

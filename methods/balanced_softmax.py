@@ -15,6 +15,8 @@ class BalancedSoftmax(Method):
     """Balanced Softmax / AT-BSL (Ren et al., NeurIPS 2020; Yue et al., CVPR 2024): CE of logits + log n_c."""
 
     description = "Balanced Softmax (AT-BSL): CE(logits + log n_c), plain logits at test time"
+    card = {"paper": "Yue et al., Revisiting Adversarial Training under Long-Tailed Distributions (AT-BSL)",
+            "venue": "CVPR", "year": 2024, "repository": "https://github.com/NISPLab/AT-BSL"}
     prediction_loss = "balanced-softmax"
     attack_start_std = 0.001
 

@@ -20,6 +20,9 @@ class LogitAdjust(Method):
     """
 
     description = "logit-adjusted loss: CE(logits + tau log prior), tau 1"
+    card = {"paper": "Menon et al., Long-tail learning via logit adjustment",
+            "venue": "ICLR", "year": 2021,
+            "repository": "https://github.com/google-research/google-research/tree/master/logit_adjustment"}
     prediction_loss = "logit-adjust"
     tau: float = 1.0
 
@@ -43,6 +46,9 @@ class LogitAdjustPosthoc(Method):
     """
 
     description = "CE training, post-hoc logits - tau log prior at test time, tau 1"
+    card = {"paper": "Menon et al., Long-tail learning via logit adjustment",
+            "venue": "ICLR", "year": 2021,
+            "repository": "https://github.com/google-research/google-research/tree/master/logit_adjustment"}
     tau: float = 1.0
 
     def __post_init__(self) -> None:

@@ -16,6 +16,8 @@ class MART(KLFamily):
     """
 
     description = "MART: boosted CE(adv) + 6 x (1 - p_y) KL(clean || adv), uniform weights"
+    card = {"paper": "Wang et al., Improving Adversarial Robustness Requires Revisiting Misclassified Examples",
+            "venue": "ICLR", "year": 2020, "repository": "https://github.com/YisenWang/MART"}
     prediction_loss = "mart"
     attack_start_std = 0.001
 

@@ -48,6 +48,11 @@ def get(name: str, **overrides) -> Method:
         raise BenchError(str(exc)) from None
 
 
+def default_augment(name: object) -> str | None:
+    """The augmentation method ``name`` declares (:attr:`Method.default_augment`); ``None`` if none or unknown."""
+    return METHODS.get(name).default_augment if isinstance(name, str) and name in METHODS else None
+
+
 def for_cell(config: Mapping[str, Any]) -> Method:
     """The method a resolved cell trains with: ``method`` with its ``method_args``, the run-dependent defaults
     filled in from ``epochs`` and ``milestones`` (:meth:`Method.for_run`). The suite stores its fields as the

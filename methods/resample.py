@@ -14,4 +14,6 @@ class Resample(Method):
     equally likely, plain cross-entropy."""
 
     description = "class-balanced resampling (with replacement), cross-entropy"
+    card = {"paper": "Estabrooks et al., A Multiple Resampling Method for Learning from Imbalanced Data Sets",
+            "venue": "Computational Intelligence", "year": 2004, "repository": None}
     sampler = "class-balanced"

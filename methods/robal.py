@@ -27,6 +27,8 @@ class RoBal(KLFamily):
     """
 
     description = "RoBal: cosine classifier, margin + 1.2 log prior loss, 6 x TRADES KL, -0.1 log prior at test"
+    card = {"paper": "Wu et al., Adversarial Robustness under Long-Tailed Distribution",
+            "venue": "CVPR", "year": 2021, "repository": "https://github.com/wutong16/Adversarial_Long-Tail"}
     prediction_loss = "robal"
     classifier: str = "cosine"
     s: float = 10.0

@@ -16,6 +16,8 @@ class SRATCE(Method):
     """SRAT with cross-entropy: DRW class-balanced CE + λ·L_sep (λ 2, τ 0.07)."""
 
     description = "SRAT: DRW class-balanced CE + 2 x feature separation loss"
+    card = {"paper": "Wang et al., Imbalanced Adversarial Training with Reweighting",
+            "venue": "ICDM", "year": 2022, "repository": None}
     weight_schedule = "drw"
     lam: float = 2.0
 
@@ -26,6 +28,8 @@ class SRATFocal(FocalFamily):
     """SRAT with focal loss: DRW class-balanced focal (γ 1) + λ·L_sep (λ 2, τ 0.07)."""
 
     description = "SRAT: DRW class-balanced focal + 2 x feature separation loss"
+    card = {"paper": "Wang et al., Imbalanced Adversarial Training with Reweighting",
+            "venue": "ICDM", "year": 2022, "repository": None}
     weight_schedule = "drw"
     lam: float = 2.0
 
@@ -36,5 +40,7 @@ class SRATLDAM(LDAMFamily):
     """SRAT with LDAM: DRW class-balanced LDAM (max_m 0.5, s 30) + λ·L_sep (λ 2, τ 0.07)."""
 
     description = "SRAT: DRW class-balanced LDAM + 2 x feature separation loss"
+    card = {"paper": "Wang et al., Imbalanced Adversarial Training with Reweighting",
+            "venue": "ICDM", "year": 2022, "repository": None}
     weight_schedule = "drw"
     lam: float = 2.0

@@ -20,6 +20,8 @@ class TRADES(KLFamily):
     """
 
     description = "TRADES: CE(clean) + 6 x KL(clean || adv), KL attack, uniform weights"
+    card = {"paper": "Zhang et al., Theoretically Principled Trade-off between Robustness and Accuracy",
+            "venue": "ICML", "year": 2019, "repository": "https://github.com/yaodongyu/TRADES"}
     prediction_loss = "trades"
     attack_objective = "kl"
     attack_start_std = 0.001
@@ -38,5 +40,7 @@ class SRATTRADES(TRADES):
     adversarial examples' projected features."""
 
     description = "TRADES with DRW class-balanced CE + 2 x feature separation loss"
+    card = {"paper": "Wang et al., Imbalanced Adversarial Training with Reweighting (on TRADES, Zhang et al., ICML 2019)",
+            "venue": "ICDM", "year": 2022, "repository": None}
     weight_schedule = "drw"
     lam: float = 2.0

@@ -78,6 +78,7 @@ def _spec(kind: str, eps: float = 0.1) -> AttackSpec:
     tables = {
         "pgd": {"kind": "pgd", "eps": eps, "alpha": eps / 4, "steps": 10},
         "pgd-cw": {"kind": "pgd-cw", "eps": eps, "alpha": eps / 4, "steps": 10},
+        "lsa": {"kind": "lsa", "eps": eps, "alpha": eps / 4, "steps": 10},
         "fgsm": {"kind": "fgsm", "eps": eps},
         "autoattack": {"kind": "autoattack", "eps": eps, "attacks": ["apgd-ce", "apgd-t"]},
     }
@@ -85,7 +86,7 @@ def _spec(kind: str, eps: float = 0.1) -> AttackSpec:
 
 
 def test_every_kind_has_a_test_table():
-    assert set(ATTACKS) == {"pgd", "pgd-cw", "fgsm", "autoattack"} == set(KINDS)
+    assert set(ATTACKS) == {"pgd", "pgd-cw", "lsa", "fgsm", "autoattack"} == set(KINDS)
 
 
 @pytest.mark.parametrize("kind", list(ATTACKS))
@@ -257,7 +258,7 @@ def test_resolved_tables_keep_old_hashes():
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"kind": "autoatack", "eps": 0.1}, r"kind = 'autoatack' is unknown \(did you mean 'autoattack'\?\); valid: pgd, pgd-cw, fgsm, autoattack"),
+        ({"kind": "autoatack", "eps": 0.1}, r"kind = 'autoatack' is unknown \(did you mean 'autoattack'\?\); valid: pgd, pgd-cw, lsa, fgsm, autoattack"),
         ({"kind": "pgd", "eps": -0.1, "alpha": 0.1}, r"here.eps = -0.1 is negative"),
         ({"kind": "pgd", "eps": 0.1}, r"missing alpha"),
         ({"kind": "pgd", "eps": 0.1, "alpha": 0.1, "version": "custom"}, r"unknown key 'version' for kind pgd"),

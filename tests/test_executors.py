@@ -31,7 +31,7 @@ seeds = [0]
 
 [defaults]
 epochs = {epochs}
-milestones = [1]
+milestones = [0.5]  # half-way: epoch 1 of 2 (epoch 0 of a 1-epoch run)
 warmup_epochs = 0
 model = "{model}"
 train_attack = {{ eps = 0.1, alpha = 0.05, steps = 2 }}

@@ -541,8 +541,9 @@ def test_one_copy_of_the_templates_and_the_paper_csv():
     assert resources.template_dir() == resources.RESOURCES / "templates"
     assert resources.reference_csv() == resources.RESOURCES / "srat-paper-tables.csv"
     names = sorted(p.name for p in resources.template_dir().iterdir())
-    assert names == ["claims.html", "claims_section.html", "compare.html", "report.html", "report.md", "report.tex",
-                     "theory_table.html"]
+    assert names == ["claims.html", "claims_section.html", "compare.html", "leaderboard.md", "leaderboard_base.html",
+                     "leaderboard_index.html", "leaderboard_macros.html", "leaderboard_method.html",
+                     "leaderboard_setting.html", "report.html", "report.md", "report.tex", "theory_table.html"]
     for fmt in ("html", "md", "latex"):  # what the report renders with
         template = render_module._environment(fmt).get_template(render_module.TEMPLATES[fmt])
         assert Path(template.filename) == resources.template_dir() / render_module.TEMPLATES[fmt]

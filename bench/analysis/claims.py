@@ -41,6 +41,7 @@ from bench.analysis.claims_core import (
     Spec,
     ClaimTest,
     at_defaults,
+    schedule_of,
     claim_from_pairs,
     decide,
     dedupe,
@@ -148,7 +149,8 @@ def srat_claim(runs: pd.DataFrame, srat: str, drcb: str) -> ClaimResult:
         pool = pool[pool["rob_under"].notna()]
     merged = pd.DataFrame()
     if not pool.empty:
-        pool["key"] = [recipe_key(c, ("method", "method_args", "method_params")) for c in pool["config"]]
+        pool["key"] = [recipe_key(c, ("method", "method_args", "method_params")) + schedule_of(c)
+                       for c in pool["config"]]
         merged = pair_runs(pool[pool["method"] == srat], pool[pool["method"] == drcb], spec.id, srat, drcb, notes)
     if not merged.empty:
         other = merged["rob_attack_a"] != merged["rob_attack_b"]

@@ -95,7 +95,7 @@ SPECS: dict[str, Spec] = {s.id: s for s in (
          "under natural training.",
          "gap(adversarial) − gap(natural), gap = well − under standard (clean) accuracy; same method at its "
          "defaults, dataset, imbalance, recipe and seed", "adversarial gap", "natural gap", "pp",
-         _suites("digits_studies", "prelim_classwise")),
+         _suites("quick", "digits_studies", "prelim_classwise")),
     Spec("C2", "§2.2, Fig. 2",
          "Raising the under-represented weight costs the well-represented class more accuracy under adversarial "
          "than under natural training.",
@@ -252,9 +252,19 @@ def recipe_key(config: Mapping, drop: Sequence[str] = ()) -> str:
     return json.dumps(kept, sort_keys=True, default=str)
 
 
+SCHEDULE_ARGS = ("drw_epoch",)  # method_args that set the run's schedule, not the method's hyperparameters
+
+
 def at_defaults(config: Mapping) -> bool:
-    """Whether a run's method ran at its own defaults (no ``method_args``): the paper's tables' setting."""
-    return not config.get("method_args")
+    """Whether a run's method ran at its own defaults (no ``method_args`` but the schedule's, e.g. the quick suite's
+    ``drw_epoch``): the paper's tables' setting."""
+    return not {k for k in (config.get("method_args") or {}) if k not in SCHEDULE_ARGS}
+
+
+def schedule_of(config: Mapping) -> str:
+    """The schedule ``method_args`` of a run, as text: two runs pair only when these are equal."""
+    args = config.get("method_args") or {}
+    return json.dumps({k: args[k] for k in SCHEDULE_ARGS if k in args}, sort_keys=True)
 
 
 def dedupe(frame: pd.DataFrame, keys: Sequence[str], what: str, notes: list[str]) -> pd.DataFrame:

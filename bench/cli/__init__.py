@@ -11,6 +11,8 @@ module          commands
 ``evaluate``    ``bench evaluate``
 ``db``          ``bench db upgrade`` (an older results database brought to this bench's schema)
 ``claims``      ``bench claims`` (the paper's claims, each with a verdict from the database)
+``leaderboard`` ``bench leaderboard`` (ranked tables per setting, overall ranking; a static site)
+``bundle``      ``bench export``, ``bench import`` (results that travel: a SQLite bundle, merged by cell hash)
 ==============  ===============================================================================================
 
 Each module imports only click at the top; what a command needs (torch, pandas, SQLAlchemy) it imports when it
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import click
 
-from bench.cli import claims, compare, db, evaluate, listing, report, results, run
+from bench.cli import bundle, claims, compare, db, evaluate, leaderboard, listing, report, results, run
 from bench.errors import BenchError
 
 
@@ -51,7 +53,8 @@ def cli() -> None:
 
 
 for command in (run.run, listing.list_, results.show, results.status, results.collect, report.report_command,
-                compare.compare_command, evaluate.evaluate_command, db.db_group, claims.claims_command):
+                compare.compare_command, evaluate.evaluate_command, db.db_group, claims.claims_command,
+                leaderboard.leaderboard_command, bundle.export_command, bundle.import_command):
     cli.add_command(command)
 
 

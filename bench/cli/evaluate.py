@@ -50,6 +50,10 @@ def evaluate_command(suite, only, attacks, device, download, quiet, db, config) 
     if not cells:
         what = f" of suite {suite!r}" if suite else ""
         raise BenchError(f"no finished run{what} in {store.shown}" + (f" matches {' '.join('--only ' + o for o in only)}" if only else ""))
+    from bench.suite_checks import check_attacks
+
+    for cell in cells:  # ε and α within each run's input range, AutoAttack's needs: before any row is written
+        check_attacks(cell.config, [(f"--attack {text}", table) for text, table in zip(attacks, tables)], "")
 
     import torch
 

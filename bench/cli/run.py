@@ -62,10 +62,10 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
     if ray_address and executor != "ray":
         raise BenchError(f"--ray-address applies to --executor ray, not {executor}")
     options = executor_options(kind, settings, file)
+    for name in sorted({c["dataset"] for c in cells}):  # the files: the one check a suite's metadata cannot make
+        DATASETS.get(name)().check_available(settings.data_root, download or settings.download)
     store.check_writable()
     _check_run_folders(store, settings, cells)
-    for name in sorted({c["dataset"] for c in cells}):
-        DATASETS.get(name)().check_available(settings.data_root, download or settings.download)
     args = ["--executor=local", suite_file, *(f"--only={o}" for o in only), *(f"--set={x}" for x in sets),
             f"--device={device or settings.device}"]
     args += ["--quiet"] if quiet else []
@@ -122,18 +122,22 @@ def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    import methods
     from bench.cell import Status
 
     table = Table(title=f"suite {suite}: {len(cells)} cell(s)")
-    for column in ("cell", "status", "method", "dataset", "imbalance", "seed", "model", "epochs", "train"):
+    for column in ("cell", "status", "method", "dataset", "imbalance", "seed", "model", "epochs", "milestones",
+                   "drw", "train"):
         table.add_column(column)
     for cell in cells:
         c = cell.config
         status = statuses.get(cell.cell_hash, "to run")
         train = "natural" if c["train_attack"] == "none" else f"pgd-{c['train_attack']['steps']}"
+        deferred = methods.get(c["method"]).weight_schedule == "drw"  # the DRW epoch matters only there
+        drw = str(c["method_params"].get("drw_epoch")) if deferred else "—"
         table.add_row(cell.cell_hash, status, c["method"], c["dataset"], c["imbalance"], str(c["seed"]),
-                      c["model"], str(c["epochs"]), train)
-    console = Console(width=160)
+                      c["model"], str(c["epochs"]), ",".join(map(str, c["milestones"])) or "—", drw, train)
+    console = Console(width=180)
     console.print(table)
     done = sum(statuses.get(c.cell_hash) == Status.DONE for c in cells)
     console.print(f"{done} done, {len(cells) - done} to run")

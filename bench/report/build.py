@@ -90,6 +90,15 @@ def theory_sections(db: str, suite: str | None) -> list[dict]:
     return sections
 
 
+def claims_of(db: str, suite: str | None) -> dict:
+    """The Claims section: the paper's claims given verdicts from this database (``bench claims``)."""
+    from bench.analysis.claims import claims_section
+    from bench.report.claims_render import render_html, render_markdown
+
+    claims = claims_section(db, suite)
+    return {"html": render_html(claims, standalone=False), "md": render_markdown(claims, level=2)}
+
+
 def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, reference: bool,
                  drawer: FigureWorkers) -> ReportResult:
     timings: dict[str, float] = {}
@@ -99,6 +108,10 @@ def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, r
     data = None if theory_only else load_report_data(db, suite)  # empty / older / unknown-suite databases fail here
     prepare_out_dir(out)  # an unwritable folder fails here, before the work
     timings["load"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    claims = None if fmt in ("csv", "latex") else claims_of(db, suite)
+    timings["claims"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     tables = [] if data is None else build_tables(data, groups, Reference.load() if reference else None)
@@ -136,6 +149,7 @@ def _make_report(db: str, suite: str | None, fmt: str, out: Path, groups: str, r
         groups=groups,
         omitted_figures=omitted,
         theory=theory,
+        claims=claims,
     )
     text = render_text(fmt, context)
     figure_paths = []

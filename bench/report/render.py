@@ -51,6 +51,7 @@ class ReportContext:
     groups: str
     omitted_figures: int = 0  # figures left out of a very large report (figures.MAX_FIGURES)
     theory: list = field(default_factory=list)  # Section 3 suites: {"suite", "description", "summary", "html", "md", ...}
+    claims: dict | None = None  # the paper's claims checked (bench.analysis.claims): {"html", "md"}; first section
     caption: str = CAPTION
 
 

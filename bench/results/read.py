@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -343,3 +343,54 @@ def stored_guards(store: Store, run_id: int) -> dict[str, GuardRow]:
 def has_test_labels(store: Store, run_id: int) -> bool:
     with store.session(write=False) as session:
         return session.execute(select(TestLabels.id).where(TestLabels.run_id == run_id)).first() is not None
+
+
+# -- the leaderboard (bench leaderboard) ------------------------------------------------------------------------
+def run_attacks(url: str, suite: str | None = None) -> pd.DataFrame:
+    """``run_id, attack_order, attack, kind`` of every evaluated attack of finished runs, ``clean`` (order 0)
+    included; ``kind`` from the stored ``attack_specs`` row (``None`` where there is none: ``clean``, or a run
+    stored before attack tables were kept, whose config says)."""
+    query = (  # class 0 only: every evaluated run has it
+        select(ClassMetric.run_id, ClassMetric.attack_order, ClassMetric.attack)
+        .join(Run, Run.id == ClassMetric.run_id)
+        .where(_done(suite) & (ClassMetric.class_index == 0))
+    )
+    def rows(result) -> list:  # plain tuples off the DBAPI cursor (see class_count_rows)
+        return result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result]
+
+    with Store(url).engine.connect() as conn:
+        frame = pd.DataFrame(rows(conn.execute(query)), columns=["run_id", "attack_order", "attack"])
+        kinds = pd.DataFrame(columns=["run_id", "attack", "kind"])
+        if inspect(conn).has_table("attack_specs"):
+            specs = (select(AttackSpecRow.run_id, AttackSpecRow.attack, AttackSpecRow.kind)
+                     .join(Run, Run.id == AttackSpecRow.run_id).where(_done(suite)))
+            kinds = pd.DataFrame(rows(conn.execute(specs)), columns=["run_id", "attack", "kind"])
+    frame = frame.merge(kinds, on=["run_id", "attack"], how="left")
+    frame["kind"] = frame["kind"].astype(object).where(frame["kind"].notna(), None)
+    return frame.astype({"run_id": "int64", "attack_order": "int64"}).sort_values(["run_id", "attack_order"],
+                                                                                 ignore_index=True)
+
+
+def iter_flag_bits(url: str, suite: str | None = None, chunk: int = _CHUNK) -> Iterator[dict[int, dict]]:
+    """The packed per-sample flags and test labels of finished runs, ``chunk`` runs at a time (memory stays flat
+    at any number of runs): ``{run_id: {"n": n, "labels": int16 [n], "bits": {attack: uint8 [ceil(n / 8)]}}}``,
+    bits as :func:`~bench.results.schema.pack_flags` packs them. Runs without stored test labels are left out."""
+    store = Store(url)
+    with store.engine.connect() as conn:
+        if not (inspect(conn).has_table("test_labels") and inspect(conn).has_table("sample_flags")):
+            return
+        ids = [i for (i,) in conn.execute(select(Run.id).where(_done(suite)).order_by(Run.id))]
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            out: dict[int, dict] = {}
+            result = conn.execute(select(TestLabels.run_id, TestLabels.n, TestLabels.labels)
+                                  .where(TestLabels.run_id.in_(part)))
+            for run_id, n, labels in (result.cursor.fetchall() if result.cursor is not None else result):
+                out[int(run_id)] = {"n": int(n), "labels": np.frombuffer(labels, dtype=np.int16), "bits": {}}
+            result = conn.execute(select(SampleFlags.run_id, SampleFlags.attack, SampleFlags.n, SampleFlags.bits)
+                                  .where(SampleFlags.run_id.in_(part)))
+            for run_id, attack, n, bits in (result.cursor.fetchall() if result.cursor is not None else result):
+                entry = out.get(int(run_id))
+                if entry is not None and int(n) == entry["n"]:
+                    entry["bits"][str(attack)] = np.frombuffer(bits, dtype=np.uint8)
+            yield out
