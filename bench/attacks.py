@@ -26,10 +26,11 @@ of the R runs (each restart attacks only the samples that are still robust).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,27 @@ def cw_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return others.amax(1) - true
 
 
+@contextlib.contextmanager
+def crafting_mode(model: torch.nn.Module, bn_mode: str) -> Iterator[None]:
+    """Batch norm while a training attack is crafted (``bench.suite_attacks.BN_MODES``), train mode again after.
+
+    ``train`` uses and updates batch statistics (SRAT's code), ``eval`` uses the running ones (TRADES, MART,
+    AT-BSL, RoBal: ``model.eval()``), ``frozen`` uses batch statistics without updating the running ones
+    (RobustLT: ``track_running_stats = False`` in train mode).
+    """
+    frozen = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              and m.track_running_stats] if bn_mode == "frozen" else []
+    model.train(bn_mode != "eval")
+    for norm in frozen:
+        norm.track_running_stats = False
+    try:
+        yield
+    finally:
+        for norm in frozen:
+            norm.track_running_stats = True
+        model.train()
+
+
 def pgd(
     forward: Forward,
     x: torch.Tensor,
@@ -81,6 +103,7 @@ def pgd(
     loss: Loss | None = None,
     start_std: float | None = None,
     start_eps: float | torch.Tensor | None = None,
+    start: str = "symmetric",
 ) -> torch.Tensor:
     """Adversarial examples for ``forward`` (any callable batch → logits) within the L∞ ball of radius ``eps``.
 
@@ -92,6 +115,8 @@ def pgd(
     Per-sample budgets (class-wise ε, RobustLT): ``eps`` and ``alpha`` may be ``[N]`` tensors (values >= 0, not
     checked: reading them would synchronise the device), each sample then has its own ball and step;
     ``start_eps`` is the radius of the uniform random start (default ``eps``; a float or ``[N]``).
+    ``start = "positive"`` draws that start in ``[0, radius]`` instead of ``[−radius, radius]`` (RoBal's
+    ``x + ε·U(0, 1)``); the same uniform draw, so the generator advances alike.
     """
     per_sample = any(isinstance(v, torch.Tensor) for v in (eps, alpha, start_eps))
     if per_sample:
@@ -107,7 +132,7 @@ def pgd(
         x_adv = x0 + start_std * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     elif starts:
         noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_adv = x0 + (2 * noise - 1) * radius
+        x_adv = x0 + (noise if start == "positive" else 2 * noise - 1) * radius
     else:
         x_adv = x0.clone()
     if bounds is not None:

@@ -106,3 +106,6 @@ class CellResult:
     features: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] | None = None  # (split, kind) -> (labels, h)
     attack_specs: dict[str, dict] | None = None  # attack label -> resolved eval_attacks table
     guards: Sequence[dict] = ()  # {"name", "value", "threshold", "flagged", "detail": dict} (bench.guards)
+    # With a validation set (bench.selection): {"select", "epoch", "val_clean", "val_robust", "val_attack",
+    # "val_images"}, the epoch whose weights were evaluated and its class-balanced validation accuracies
+    selection: dict | None = None

@@ -101,7 +101,8 @@ def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], dow
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is reported, the other runs go on
         return RunOutcome("skipped", f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}".splitlines()[0])
     data = prepare(config["dataset"], config["imbalance"], config["seed"], root=settings.data_root,
-                   download=download or settings.download, args=config["dataset_args"], device=device)
+                   download=download or settings.download, args=config["dataset_args"], device=device,
+                   val_split=config.get("val_split", 0.0))
     if run.subset_hash and data.subset_hash != run.subset_hash:
         return RunOutcome("skipped", f"the training subset changed since the run (hash {data.subset_hash} != "
                                      f"{run.subset_hash}); rerun it instead")

@@ -66,7 +66,8 @@ def run_cell(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     data = prepare(config["dataset"], config["imbalance"], config["seed"], root=settings.data_root,
-                   download=download or settings.download, args=config["dataset_args"], device=device)
+                   download=download or settings.download, args=config["dataset_args"], device=device,
+                   val_split=config.get("val_split", 0.0))
     method = methods.for_cell(config)
     run_dir = settings.run_dir / cell.cell_hash
     outcome = train(config, method, data, run_dir, on_epoch)
@@ -91,6 +92,7 @@ def run_cell(
         features=features,
         attack_specs={spec.label: table for spec, table in zip(specs, config["eval_attacks"])},
         guards=[g.row() for g in guards],
+        selection=outcome.selection,
     )
 
 

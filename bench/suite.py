@@ -6,7 +6,8 @@ the cartesian product of its list-valued keys, the suite the union of its grids.
 sweeps λ. ``eval_attacks`` is a list of attack tables; a list of such lists sweeps it.
 
 Precedence, lowest first: built-in defaults (the dataset's own, then the general ones below) < ``bench.toml``
-``[defaults]`` < the suite's ``[defaults]`` < the grid's keys < CLI overrides; a method's default ``augment`` sits
+``[defaults]`` < the suite's ``[defaults]`` < the grid's keys < CLI overrides; a method's default ``augment`` and its
+training-attack recipe (``train_attack.bn_mode``, ``train_attack.start``: :attr:`methods.Method.attack_recipe`) sit
 just above the dataset's (built-in < dataset < method < ``bench.toml`` < …). A cell's identity is the hash of its
 fully resolved configuration (suite name and the method's resolved hyperparameters included), which is the cache
 key in the results store.
@@ -33,19 +34,28 @@ from pathlib import Path
 from typing import Any
 
 import methods
-from bench import accel_keys, catalog, suite_checks
-from bench.catalog import (AA_ATTACKS, AA_VERSIONS, DEFAULT_GUARDS, GUARD_NAMES, KINDS, LSA_SCALE, MODEL_NAMES,
-                           AttackConfig)
+from bench import accel_keys, catalog, selection_keys, suite_checks
+from bench.catalog import DEFAULT_GUARDS, GUARD_NAMES, KINDS, MODEL_NAMES
 from bench.cell import Cell, cell_hash
 from bench.data import DATASETS, parse_profile
 from bench.errors import BenchError, check_keys, valid_choices
 from bench.settings import Settings
+from bench.suite_attacks import (  # noqa: F401
+    BN_MODES,
+    RESERVED_LABELS,
+    TRAIN_ATTACK_KEYS,
+    attack_label,
+    eval_attack,
+    train_attack,
+    with_method_recipe,
+)
+from bench.suite_attacks import real as _float
+from bench.suite_attacks import whole as _int
 from bench.values import parse_number, read_toml
 
 # ``slurm`` and ``ray``: the suite's executor tables over bench.toml's (bench.executors); never part of a cell.
 SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid", "slurm", "ray")
 AUGMENTATIONS = catalog.AUGMENTATIONS  # or several joined by "+" (bench.augment)
-BN_MODES = ("train", "eval")
 
 # General built-in defaults; a dataset's own defaults sit on top of these.
 BUILTIN_DEFAULTS: dict[str, Any] = {
@@ -69,12 +79,12 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
 }
 # ``guards`` (names from bench.catalog.GUARD_NAMES, default DEFAULT_GUARDS) is a cell key without a built-in default
 # entry: it appears in a resolved config only when it differs from the default, so adding it changed no cell hash.
-CELL_KEYS = ("dataset", "imbalance", "method", "seed", *BUILTIN_DEFAULTS, "guards")
+# The model-selection keys (bench.selection_keys: val_split, select, val_every, val_attack) have no entry either:
+# a cell carries them only when it holds out a validation set.
+CELL_KEYS = ("dataset", "imbalance", "method", "seed", *BUILTIN_DEFAULTS, "guards", *selection_keys.SELECTION_KEYS)
 TABLE_KEYS = ("train_attack", "method_args", "dataset_args")
 # Keys of an eval_attacks table: kind, eps and name for every kind, plus the kind's own (bench.catalog.KINDS).
 ATTACK_KEYS = ("kind", "eps", "name", *dict.fromkeys(k for kind in KINDS.values() for k in kind.keys))
-TRAIN_ATTACK_KEYS = ("kind", "eps", "alpha", "steps", "random_start", "bn_mode")
-TRAIN_ATTACK_KINDS = ("pgd",)  # training runs bench.attacks.pgd itself
 
 
 @dataclass(frozen=True)
@@ -231,6 +241,9 @@ def resolve(
     augment = methods.default_augment(config.get("method"))  # above the dataset's, below every layer naming one
     if augment and not any("augment" in layer for layer in layers):
         config["augment"] = augment
+    named = [key for layer in layers if isinstance(layer.get("train_attack"), dict) for key in layer["train_attack"]]
+    config["train_attack"] = with_method_recipe(config["train_attack"],  # same place in the chain as augment
+                                                methods.default_attack_recipe(config.get("method")), named)
     config["seed"] = seed
     config["suite"] = suite
     return validate(config, where)
@@ -265,7 +278,7 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
     if catalog.augment_parts(c["augment"]) is None:
         raise BenchError(f"{where}: augment = {c['augment']!r} is unknown; valid: {', '.join(AUGMENTATIONS)}, or "
                          "several joined by + (applied in order, each once)")
-    c["train_attack"] = _train_attack(c["train_attack"], f"{where}: train_attack")
+    c["train_attack"] = train_attack(c["train_attack"], f"{where}: train_attack")
     if not isinstance(c["eval_attacks"], list):
         raise BenchError(f"{where}: eval_attacks must be a list of attack tables, got {c['eval_attacks']!r}")
     c["eval_attacks"] = [eval_attack(a, f"{where}: eval_attacks[{i}]") for i, a in enumerate(c["eval_attacks"])]
@@ -280,6 +293,7 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
         else:
             c["guards"] = guards
     c.update(accel_keys.validate(c, where))
+    selection_keys.apply(c, where)  # val_split, select, val_every, val_attack: only with a validation set
     _check_table(c["method_args"], f"{where}: method_args")
     _check_table(c["dataset_args"], f"{where}: dataset_args")
     plugin = DATASETS.get(c["dataset"])
@@ -296,6 +310,10 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
     if drw is not None and method.drw_epoch is not None and method.drw_epoch >= c["epochs"]:
         raise BenchError(f"{where}: method_args.drw_epoch = {drw!r} is at or beyond the end of the run "
                          f"(epochs = {c['epochs']}); give an epoch below {c['epochs']}")
+    start = c["train_attack"].get("start") if isinstance(c["train_attack"], dict) else None
+    if start is not None and method.attack_start_std is not None:
+        raise BenchError(f"{where}: train_attack.start = {start!r} is a uniform start, but {c['method']} starts its "
+                         f"attack at x + {method.attack_start_std:g}·N(0, 1); leave start out for this method")
     c["method_params"] = method.params()  # capability fields (AWP, class-wise ε) only when switched on
     suite_checks.check_cell(c, where)  # against the dataset's metadata, and across keys
     return c
@@ -317,125 +335,6 @@ def schedule_epoch(value: Any, epochs: int, where: str) -> int:
     return epoch
 
 
-def _int(value: Any, where: str, minimum: int) -> int:
-    number = parse_number(value, where)
-    if not float(number).is_integer() or number < minimum:
-        raise BenchError(f"{where}: must be an integer >= {minimum}, got {value!r}")
-    return int(number)
-
-
-def _float(value: Any, where: str, minimum: float, strict: bool = False) -> float:
-    number = float(parse_number(value, where))
-    if number < minimum or (strict and number == minimum):
-        raise BenchError(f"{where}: must be {'>' if strict else '>='} {minimum}, got {value!r}")
-    return number
-
-
-def _attack(table: Any, where: str, allowed: Iterable[str]) -> dict[str, Any]:
-    allowed = tuple(allowed)
-    if not isinstance(table, dict):
-        raise BenchError(f"{where}: must be a table like {{ kind = \"pgd\", eps = \"8/255\", alpha = \"2/255\", steps = 20 }}")
-    check_keys(table, allowed, where)
-    kind = table.get("kind", "pgd")
-    if kind not in TRAIN_ATTACK_KINDS:
-        raise BenchError(f"{where}: kind = {kind!r} cannot train{valid_choices(str(kind), TRAIN_ATTACK_KINDS)}")
-    out: dict[str, Any] = {"kind": kind}
-    out.update({key: _nonnegative(table, key, where) for key in ("eps", "alpha")})
-    out["steps"] = _int(table.get("steps", 10), f"{where}.steps", minimum=0)
-    random_start = table.get("random_start", True)
-    if not isinstance(random_start, bool):
-        raise BenchError(f"{where}.random_start must be true or false, got {random_start!r}")
-    out["random_start"] = random_start
-    if "name" in table:
-        out["name"] = str(table["name"])
-    if "bn_mode" in allowed:
-        bn_mode = table.get("bn_mode", "train")
-        if bn_mode not in BN_MODES:
-            raise BenchError(f"{where}.bn_mode = {bn_mode!r} is unknown; valid: {', '.join(BN_MODES)}")
-        out["bn_mode"] = bn_mode
-    return out
-
-
-def _train_attack(value: Any, where: str) -> dict[str, Any] | str:
-    """A PGD table, or ``"none"`` for natural (non-adversarial) training."""
-    if value in ("none", False):
-        return "none"
-    return _attack(value, where, TRAIN_ATTACK_KEYS)
-
-
-RESERVED_LABELS = frozenset({"clean", "worst-case"})  # standard accuracy; bench.guards.worst_case_frame
-
-
-def eval_attack(table: Any, where: str) -> dict[str, Any]:
-    """A validated, normalised ``eval_attacks`` table (also what ``bench evaluate --attack`` takes).
-
-    Only the keys its kind reads are kept (``bench.catalog.KINDS``). Keys added after the first release are left
-    out at their defaults (``restarts = 1``), so the hash of a cell that does not use them did not change.
-    """
-    if not isinstance(table, dict):
-        raise BenchError(f"{where}: must be a table like {{ kind = \"pgd\", eps = \"8/255\", alpha = \"2/255\", steps = 20 }}")
-    kind = table.get("kind", "pgd")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise BenchError(f"{where}: kind = {kind!r} is unknown{valid_choices(str(kind), KINDS)}")
-    allowed = ("kind", "eps", "name", *KINDS[kind].keys)
-    if kind == "fgsm":
-        allowed += ("alpha", "steps")  # accepted when they say what FGSM does: one step of size eps
-    check_keys(table, allowed, where, f" for kind {kind}")
-    out: dict[str, Any] = {"kind": kind, "eps": _nonnegative(table, "eps", where)}
-    if kind in ("pgd", "pgd-cw", "lsa"):
-        out["alpha"] = _nonnegative(table, "alpha", where)
-        out["steps"] = _int(table.get("steps", 10), f"{where}.steps", minimum=0)
-        random_start = table.get("random_start", True)
-        if not isinstance(random_start, bool):
-            raise BenchError(f"{where}.random_start must be true or false, got {random_start!r}")
-        out["random_start"] = random_start
-        restarts = _int(table.get("restarts", 1), f"{where}.restarts", minimum=1)
-        if restarts != 1:
-            out["restarts"] = restarts
-        if kind == "lsa":  # the logits' factor (bench.catalog.LSA_SCALE: AT-BSL's 10)
-            out["scale"] = _float(table.get("scale", LSA_SCALE), f"{where}.scale", minimum=0.0, strict=True)
-    elif kind == "fgsm":
-        if "alpha" in table and _nonnegative(table, "alpha", where) != out["eps"]:
-            raise BenchError(f"{where}.alpha = {table['alpha']!r}: fgsm takes one step of size eps; leave alpha out")
-        if "steps" in table and _int(table["steps"], f"{where}.steps", minimum=0) != 1:
-            raise BenchError(f"{where}.steps = {table['steps']!r}: fgsm takes one step; leave steps out")
-    elif kind == "autoattack":
-        attacks = table.get("attacks")
-        version = table.get("version", "standard" if attacks is None else "custom")
-        if version not in AA_VERSIONS:
-            raise BenchError(f"{where}.version = {version!r} is unknown; valid: {', '.join(AA_VERSIONS)}")
-        out["version"] = version
-        if version == "custom":
-            if not isinstance(attacks, list) or not attacks:
-                raise BenchError(f"{where}.attacks: version = \"custom\" needs a non-empty list, e.g. "
-                                 f"[\"apgd-ce\", \"apgd-t\"]; valid: {', '.join(AA_ATTACKS)}")
-            for name in attacks:
-                if name not in AA_ATTACKS:
-                    raise BenchError(f"{where}.attacks: {name!r} is not an AutoAttack attack"
-                                     f"{valid_choices(str(name), AA_ATTACKS)}")
-            if len(set(attacks)) != len(attacks):
-                raise BenchError(f"{where}.attacks lists an attack twice: {attacks}")
-            out["attacks"] = list(attacks)
-        elif attacks is not None:
-            raise BenchError(f"{where}.attacks is only for version = \"custom\" (standard runs "
-                             "apgd-ce, apgd-t, fab-t, square)")
-    if "name" in table:
-        name = table["name"]
-        if not isinstance(name, str) or not name or len(name) > 64:
-            raise BenchError(f"{where}.name must be a non-empty string of at most 64 characters, got {name!r}")
-        out["name"] = name
-    return out
-
-
-def _nonnegative(table: Mapping[str, Any], key: str, where: str) -> float:
-    if key not in table:
-        raise BenchError(f"{where}: missing {key}")
-    value = float(parse_number(table[key], f"{where}.{key}"))
-    if value < 0:
-        raise BenchError(f"{where}.{key} = {table[key]!r} is negative; must be >= 0")
-    return value
-
-
 def _guards(value: Any, where: str) -> list[str]:
     """Guard names, deduplicated, in the registry's order."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -445,11 +344,6 @@ def _guards(value: Any, where: str) -> list[str]:
         if name not in GUARD_NAMES:
             raise BenchError(f"{where}: unknown guard {name!r}{valid_choices(name, GUARD_NAMES)}")
     return [name for name in GUARD_NAMES if name in value]
-
-
-def attack_label(attack: Mapping[str, Any]) -> str:
-    """The label results are stored under: the attack's ``name``, else its kind's label (``pgd-20``, ``fgsm``)."""
-    return AttackConfig.from_table(attack).label
 
 
 def select(cells: list[Cell], only: Iterable[str]) -> list[Cell]:

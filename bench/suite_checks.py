@@ -8,7 +8,8 @@ dataset's metadata (:meth:`bench.data.datasets.Dataset.metadata`, torch-free and
 * a resolved cell (:func:`check_cell`): its ``dataset_args``; its imbalance profile against the dataset (class
   count, class names and indices, training images per class, a test image for every class kept); ε and α of the
   training attack and every evaluation attack within the dataset's input range; what its model, augmentation and
-  AutoAttack components need (images, enough classes); warm-up and momentum a run can train with;
+  AutoAttack components need (images, enough classes); warm-up and momentum a run can train with; a validation
+  split (``val_split``) that leaves every class a training image, and ε and α of its ``val_attack``;
 * :func:`blamed`: a cell that is valid without ``--set`` (or without ``bench.toml``'s ``[defaults]``) is reported
   under that name, not under the grid it was merged into.
 
@@ -23,7 +24,7 @@ from typing import Any
 
 from bench.catalog import AA_MIN_CLASSES, AA_STANDARD, VECTOR_MODELS
 from bench.data import DATASETS
-from bench.data.profiles import check_profile, parse_profile
+from bench.data.profiles import check_profile, held_out, parse_profile
 from bench.errors import BenchError
 from bench.settings import Settings
 
@@ -75,10 +76,12 @@ def check_cell(c: Mapping[str, Any], where: str) -> None:
     plugin.check_args(args, where)
     meta = plugin.metadata(args)
     try:
-        check_profile(c["imbalance"], meta, int(args.get("n_max", 0)), dataset)
+        kept = check_profile(c["imbalance"], meta, int(args.get("n_max", 0)), dataset)
     except BenchError as exc:
         raise BenchError(f"{where}: {exc}") from None
+    check_validation_split(c, kept, where)
     attacks = [("train_attack", c["train_attack"])] if isinstance(c["train_attack"], dict) else []
+    attacks += [("val_attack", c["val_attack"])] if isinstance(c.get("val_attack"), dict) else []
     check_attacks(c, attacks + [(f"eval_attacks[{i}]", a) for i, a in enumerate(c["eval_attacks"])], f"{where}: ")
     if not plugin.images:
         if c["model"] not in VECTOR_MODELS:
@@ -93,6 +96,17 @@ def check_cell(c: Mapping[str, Any], where: str) -> None:
                          f"must be at most {c['epochs']}")
     if not c["momentum"] < 1:
         raise BenchError(f"{where}: momentum = {c['momentum']:g} makes SGD diverge; must be in [0, 1)")
+
+
+def check_validation_split(c: Mapping[str, Any], kept: Sequence[int], where: str) -> None:
+    """A validation split (``val_split``, :mod:`bench.selection_keys`) must leave every class a training image."""
+    share = c.get("val_split", 0.0)
+    for cls, (n, held) in enumerate(zip(kept, held_out(list(kept), share))):
+        if held >= n:
+            raise BenchError(f"{where}: val_split = {share:g} holds out {held} of the {n} training image(s) that "
+                             f"imbalance {c['imbalance']!r} keeps of class {cls}, leaving none to train on; give a "
+                             "smaller val_split, or keep more images of the class (a smaller imbalance ratio or a "
+                             "larger n_max)")
 
 
 def check_attacks(c: Mapping[str, Any], attacks: Sequence[tuple[str, Mapping[str, Any]]], prefix: str) -> None:

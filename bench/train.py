@@ -6,7 +6,9 @@ examples with its class weights for the epoch. The method decides, through its c
 how an epoch draws examples (its sampler), what the attack maximises and from where it starts, whether the loss
 also sees the clean logits, and which bias the trained model adds to its logits at inference. Everything random
 draws from generators seeded from the cell and saved in the checkpoint, so a cell killed at any point resumes to
-exactly the result of an uninterrupted run (on the CPU). Losses and accuracies accumulate on the device; the host syncs once per epoch.
+exactly the result of an uninterrupted run (on the CPU). With a validation set (``val_split``), the model is
+validated every ``val_every`` epochs and the selected epoch's weights are the ones returned (:mod:`bench.selection`);
+the test set is never read here. Losses and accuracies accumulate on the device; the host syncs once per epoch.
 The method's batch-loop hooks (``methods.base``) are called for every method alike: its stage schedule
 (``attack_on``), the attack's budget (``attack_budget``, per-sample ε for class-wise budgets), a context around the
 optimisation step (``around_step``, adversarial weight perturbation) and its run-level state (``init_state``,
@@ -29,12 +31,13 @@ from typing import Any
 import torch
 
 from bench import accel
-from bench.attacks import pgd
+from bench.attacks import crafting_mode, pgd
 from bench.augment import augment  # also reached as bench.train.augment
 from bench.data import PreparedData, derived_seed
 from bench.errors import Diverged
 from bench.io import write_atomic
 from bench.models import Classifier, build_model
+from bench.selection import Selector
 from methods import LossInputs, Method
 from methods.base import StepContext
 from methods.samplers import SAMPLERS
@@ -63,6 +66,7 @@ class TrainOutcome:
     train_seconds: float = 0.0
     images: int = 0
     resumed_from: int = 0  # epochs that were loaded from a checkpoint
+    selection: dict | None = None  # the selected epoch and its validation scores (bench.selection)
 
 
 def make_generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
@@ -122,7 +126,7 @@ def _start(config: dict[str, Any], method: Method, data: PreparedData):
 
 def _resume(checkpoint: Path, config: dict[str, Any], model: Classifier, optimizer: torch.optim.Optimizer,
             order_gen: torch.Generator, noise_gen: torch.Generator, outcome: TrainOutcome,
-            method_state: dict) -> int:
+            method_state: dict, selector: Selector | None = None) -> int:
     """Load a checkpoint into the fresh objects; returns the epoch to continue from. Raises on a broken file."""
     loaded = torch.load(checkpoint, map_location=noise_gen.device, weights_only=True)
     if not isinstance(loaded, dict):
@@ -143,6 +147,8 @@ def _resume(checkpoint: Path, config: dict[str, Any], model: Classifier, optimiz
         raise ValueError(f"holds method state {sorted(saved)}, this method keeps {sorted(method_state)}")
     for key, value in saved.items():
         method_state[key].copy_(value)
+    if selector is not None:
+        selector.resume(loaded)
     return epoch + 1
 
 
@@ -163,12 +169,13 @@ def train(
     outcome = TrainOutcome(model)
     counts = torch.as_tensor(data.train_counts, dtype=torch.float32, device=device)
     state = method.init_state(counts)  # the method's run-level tensors (REAT's predicted-class counts), or {}
+    selector = Selector(config, method, data)  # validation and model selection; inactive without val_split
     start = 0
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = run_dir / CHECKPOINT
     if checkpoint.exists():
         try:
-            start = _resume(checkpoint, config, model, optimizer, order_gen, noise_gen, outcome, state)
+            start = _resume(checkpoint, config, model, optimizer, order_gen, noise_gen, outcome, state, selector)
         except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the cell trains again
             if isinstance(exc, PermissionError) or "out of memory" in str(exc):
                 raise  # not the file's content: moving it aside would not help
@@ -178,6 +185,7 @@ def train(
                   file=sys.stderr, flush=True)
             model, policy, optimizer, order_gen, noise_gen = _start(config, method, data)  # nothing half-loaded
             outcome, start, state = TrainOutcome(model), 0, method.init_state(counts)
+            selector = Selector(config, method, data)
 
     sampler = SAMPLERS.get(method.sampler)
     labels = data.train_y.cpu()
@@ -201,8 +209,7 @@ def train(
             y = data.train_y[idx]
             x_adv = x
             if adversarial:
-                model.train(attack["bn_mode"] == "train")
-                with policy.attack(model):  # the step's autocast; no parameter gradients
+                with crafting_mode(model, attack["bn_mode"]), policy.attack(model):  # autocast; no parameter grads
                     clean_for_attack = None
                     if method.attack_uses_clean:
                         with torch.no_grad():
@@ -211,7 +218,7 @@ def train(
                     x_adv = pgd(model, x, y, eps=budget.eps, alpha=budget.alpha, steps=attack["steps"],
                                 random_start=attack["random_start"], bounds=data.bounds, generator=noise_gen,
                                 loss=method.attack_loss(clean_for_attack, state), start_std=method.attack_start_std,
-                                start_eps=budget.start_eps)
+                                start_eps=budget.start_eps, start=attack.get("start", "symmetric"))
             model.train()
 
             def batch_loss(x=x, x_adv=x_adv, y=y) -> tuple[torch.Tensor, LossInputs]:
@@ -239,19 +246,22 @@ def train(
         outcome.train_seconds += seconds
         outcome.images += n
         row = {"epoch": epoch, "lr": lr, "loss": mean_loss, "train_accuracy": int(correct) / n, "seconds": seconds}
+        if selector.due(epoch):  # val_clean, val_robust: eval mode, own generator, training's streams untouched
+            row.update(selector.validate(model, epoch))
         outcome.curves.append(row)
         _save_atomic(
             {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "order_rng": order_gen.get_state(), "noise_rng": noise_gen.get_state(),
                 "curves": outcome.curves, "train_seconds": outcome.train_seconds, "images": outcome.images,
-                "method_state": state,
+                "method_state": state, **selector.checkpoint(),
             },
             checkpoint,
         )
         if on_epoch is not None:
             on_epoch(epoch + 1, config["epochs"], row)
     policy.release(model)  # evaluation runs eager
+    outcome.selection = selector.finish(model)  # the selected epoch's weights (the last epoch's unless selecting)
     model.set_logit_bias(method.inference_bias(data.train_counts))
     return outcome
 

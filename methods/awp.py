@@ -48,6 +48,9 @@ class AWP(Method):
                                 "awp_proxy_lr": "0.01: lr of the proxy SGD step (cancels up to rounding)"},
             "notes": _AWP_NOTES}
     prediction_loss = "ce"
+    # AT_AWP/train_cifar10.py crafts with the model in train mode (model.train() follows each batch's attack; only
+    # an epoch's first batch, after the previous epoch's model.eval() test, is crafted in eval mode): SRAT's recipe.
+    # trades-awp inherits TRADES' eval-mode recipe (trades_AWP/train_trades_cifar.py perturb_input: model.eval()).
     awp_gamma: float = 0.01
 
 

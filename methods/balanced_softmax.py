@@ -19,6 +19,7 @@ class BalancedSoftmax(Method):
             "venue": "CVPR", "year": 2024, "repository": "https://github.com/NISPLab/AT-BSL"}
     prediction_loss = "balanced-softmax"
     attack_start_std = 0.001
+    attack_recipe = {"bn_mode": "eval"}  # AT-BSL train: model.eval() before its PGD, model.train() after
 
     def prediction(self, inputs: LossInputs):
         from methods import losses

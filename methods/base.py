@@ -26,7 +26,11 @@ learning-rate milestone unless set). Four hooks shape the batch loop itself, eac
   classes its adversarial examples are predicted as), passed to :meth:`Method.attack_loss`.
 
 A method may also declare a default augmentation (:attr:`Method.default_augment`, AT-BSL's RandAugment): a cell
-gets it unless a layer of the suite's precedence chain names ``augment`` (``bench.suite``). Capability fields tell the runner what the model and the batch loop need:
+gets it unless a layer of the suite's precedence chain names ``augment`` (``bench.suite``). Likewise its training
+attack's recipe (:attr:`Method.attack_recipe`): the batch-norm mode while crafting (``train``, ``eval`` = running
+statistics used and kept, ``frozen`` = batch statistics used, running ones not updated) and the uniform start
+(``symmetric`` in [−ε, ε], ``positive`` in [0, ε]) its reference code uses; a layer naming
+``train_attack.bn_mode`` or ``train_attack.start`` wins. Capability fields tell the runner what the model and the batch loop need:
 ``classifier`` (``linear`` or ``cosine``), :attr:`Method.uses_projection` (the SRAT projection head),
 :attr:`Method.needs_clean_logits` (the loss also sees ``f(x)``), :attr:`Method.sampler` (how an epoch draws its
 examples, ``methods.samplers``), :attr:`Method.attack_objective` and :attr:`Method.attack_start_std` (the
@@ -40,6 +44,7 @@ add fields for new hyperparameters, and decorate it with ``@register("my-method"
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -150,6 +155,9 @@ class Method:
     attack_start_std: ClassVar[float | None] = None  # Gaussian start x + σ·N(0,1) instead of uniform in the ball
     card: ClassVar[dict | None] = None  # where it comes from: {paper, venue, year, repository} (bench leaderboard)
     default_augment: ClassVar[str | None] = None  # the augmentation a cell gets unless the suite names one
+    # the training attack as the reference crafts it: {"bn_mode": "eval", "start": "positive"}; absent = SRAT's
+    # protocol (train-mode batch norm, uniform start in [-eps, eps]); below bench.toml in the precedence chain
+    attack_recipe: ClassVar[Mapping[str, str]] = {}
     needs_features: ClassVar[bool] = False  # the loss reads LossInputs.features (the penultimate features h)
 
     beta: float = 0.9999
@@ -285,6 +293,16 @@ class Method:
     def inference_bias(self, class_counts) -> torch.Tensor | None:
         """A ``[C]`` bias the trained model adds to its logits at inference (``None`` = none)."""
         return None
+
+    def attack_recipe_text(self) -> str:
+        """The training attack's recipe in words (``bench list methods``): batch norm, start, objective."""
+        bn_mode = self.attack_recipe.get("bn_mode", "train")
+        if self.attack_start_std is not None:
+            start = f"x + {self.attack_start_std:g}·N(0,1)"
+        else:
+            start = "U[0, eps]" if self.attack_recipe.get("start") == "positive" else "U[-eps, eps]"
+        objective = "its own loss" if type(self).attack_loss is not Method.attack_loss else self.attack_objective
+        return f"{bn_mode}-mode BN, start {start}, maximises {objective}"
 
     def needs(self) -> list[str]:
         """What the method asks of the runner beyond plain PGD training, in words (``bench list methods``)."""

@@ -20,6 +20,7 @@ class MART(KLFamily):
             "venue": "ICLR", "year": 2020, "repository": "https://github.com/YisenWang/MART"}
     prediction_loss = "mart"
     attack_start_std = 0.001
+    attack_recipe = {"bn_mode": "eval"}  # mart_loss: model.eval() while crafting, model.train() after
 
     def prediction(self, inputs: LossInputs):
         from methods import losses

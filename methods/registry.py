@@ -53,6 +53,11 @@ def default_augment(name: object) -> str | None:
     return METHODS.get(name).default_augment if isinstance(name, str) and name in METHODS else None
 
 
+def default_attack_recipe(name: object) -> dict[str, str]:
+    """The training-attack keys method ``name`` declares (:attr:`Method.attack_recipe`); empty if none or unknown."""
+    return dict(METHODS.get(name).attack_recipe) if isinstance(name, str) and name in METHODS else {}
+
+
 def for_cell(config: Mapping[str, Any]) -> Method:
     """The method a resolved cell trains with: ``method`` with its ``method_args``, the run-dependent defaults
     filled in from ``epochs`` and ``milestones`` (:meth:`Method.for_run`). The suite stores its fields as the

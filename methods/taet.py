@@ -44,13 +44,14 @@ class TAET(Method):
                 "harl_alpha": "0.1: weight of the mean of the class-wise CE", "harl_beta": "0.1: weight of their "
                 "variance", "harl_gamma": "0.1: weight of the sum of squared normalised class losses"},
             "notes": "HARL's own PGD defaults are eps 0.031, step 0.003 (TRADES' numbers), Gaussian start 0.001, "
-                     "model in eval mode; bench takes eps, step and bn_mode from the cell's train_attack (set "
+                     "model in eval mode (bench's attack_recipe); bench takes eps and step from the cell's train_attack (set "
                      "train_attack.alpha = 0.003 to match). The notebook trains a torchvision ResNet-50 on 224x224 "
                      "upsampled CIFAR; the cell's model is used here. The discarded clean forward runs after the attack here "
                      "(before it in the notebook): an eval-mode attack reads running statistics one update older."}
     prediction_loss = "harl"
     needs_clean_logits = True  # the notebook's discarded clean forward in training mode (batch-norm statistics)
     attack_start_std = 0.001
+    attack_recipe = {"bn_mode": "eval"}  # the reference crafts in eval mode
     stage1_epochs: int | None = None
     harl_alpha: float = 0.1
     harl_beta: float = 0.1

@@ -25,6 +25,7 @@ class TRADES(KLFamily):
     prediction_loss = "trades"
     attack_objective = "kl"
     attack_start_std = 0.001
+    attack_recipe = {"bn_mode": "eval"}  # trades_loss: model.eval() while crafting, model.train() after
 
     def prediction(self, inputs: LossInputs):
         from methods import losses
@@ -43,4 +44,5 @@ class SRATTRADES(TRADES):
     card = {"paper": "Wang et al., Imbalanced Adversarial Training with Reweighting (on TRADES, Zhang et al., ICML 2019)",
             "venue": "ICDM", "year": 2022, "repository": None}
     weight_schedule = "drw"
+    attack_recipe = {}  # the SRAT family keeps SRAT's train-mode attack
     lam: float = 2.0

@@ -48,9 +48,20 @@ def old_db(tmp_path):
     return path
 
 
-def rows(path: Path) -> dict[str, list[tuple]]:
+def columns(path: Path, table: str) -> list[str]:
     with closing(sqlite3.connect(path)) as conn:
-        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in TABLES}
+        return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def rows(path: Path, tables=TABLES) -> dict[str, list[tuple]]:
+    """Every row of ``tables``, in the columns the fixture has (a later revision may add columns)."""
+    with closing(sqlite3.connect(path)) as conn:
+        return {t: sorted(conn.execute(f"SELECT {', '.join(columns(FIXTURE, t))} FROM {t}").fetchall(), key=repr)
+                for t in tables}
+
+
+# Columns revisions after the baseline added, null in every row they found (table -> columns).
+ADDED = {"runs": ["selected_epoch", "val_clean", "val_robust"], "epoch_metrics": ["val_clean", "val_robust"]}
 
 
 def digest(path: Path) -> str:
@@ -114,15 +125,22 @@ def test_bench_db_upgrade_keeps_every_row(old_db, monkeypatch):
     raw = rows(old_db)
     with monkeypatch.context() as patch:  # what this bench reads from the file before the upgrade
         patch.setattr(Store, "check_schema", lambda self, allow_missing=False: None)
-        frames = [read.load_results(url), read.load_runs(url), read.load_guards(url)]
+        frames = [read.load_results(url), read.load_guards(url)]  # load_runs reads the columns 0002 adds
         theory = read.load_theory(url)
     result = bench("db", "upgrade", "--db", url)
     assert result.exit_code == 0, result.output
-    assert "upgraded in place: schema version 1, no alembic revision -> schema version 1, revision 0001" in result.output
+    assert ("upgraded in place: schema version 1, no alembic revision -> schema version 1, revision "
+            f"{migrate.HEAD}") in result.output
     assert rows(old_db) == raw
-    for before, after in zip(frames, [read.load_results(url), read.load_runs(url), read.load_guards(url)]):
+    with closing(sqlite3.connect(old_db)) as conn:
+        for table, added in ADDED.items():
+            assert set(added) <= set(columns(old_db, table))
+            assert conn.execute(f"SELECT {', '.join(added)} FROM {table}").fetchall() == [
+                (None,) * len(added)] * len(raw[table])
+    for before, after in zip(frames, [read.load_results(url), read.load_guards(url)]):
         pd.testing.assert_frame_equal(before, after)
-    assert len(frames[0]) == 60 and set(frames[1]["method"]) == {"ce", "srat-ldam"}
+    runs = read.load_runs(url)
+    assert len(frames[0]) == 60 and set(runs["method"]) == {"ce", "srat-ldam"} and runs["selected_epoch"].isna().all()
     assert [t["suite"] for t in read.load_theory(url)] == [t["suite"] for t in theory] == ["theory-small"]
     again = bench("db", "upgrade", "--db", url)
     assert again.exit_code == 0 and "is up to date" in again.output
@@ -135,17 +153,11 @@ def test_a_database_of_an_early_bench_gets_the_tables_it_lacks(old_db):
     with closing(sqlite3.connect(old_db)) as conn, conn:
         for table in ("test_labels", "attack_specs", "guards", "theory_results"):
             conn.execute(f"DROP TABLE {table}")
-    kept = rows_of(old_db)
+    kept = rows(old_db, [t for t in TABLES if t not in ("test_labels", "attack_specs", "guards", "theory_results")])
     assert bench("db", "upgrade", "--db", f"sqlite:///{old_db}").exit_code == 0
     after = rows(old_db)
     assert all(after[t] == kept[t] for t in kept)
     assert after["test_labels"] == after["guards"] == after["attack_specs"] == after["theory_results"] == []
-
-
-def rows_of(path: Path) -> dict[str, list[tuple]]:
-    with closing(sqlite3.connect(path)) as conn:
-        names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in names}
 
 
 @pytest.mark.parametrize("value, revision, needles", [
@@ -173,7 +185,7 @@ def test_a_fresh_database_is_stamped_at_head(store_url):  # noqa: F811 - the fix
     with store.engine.connect() as conn:
         assert migrate.read_version(conn) == migrate.Version("1", (migrate.HEAD,))
     result = bench("db", "upgrade", "--db", store_url)
-    assert result.exit_code == 0 and "is up to date (schema version 1, revision 0001)" in result.output
+    assert result.exit_code == 0 and f"is up to date (schema version 1, revision {migrate.HEAD})" in result.output
 
 
 def test_a_pre_alembic_database_upgrades_on_every_backend(store_url):  # noqa: F811 - the fixture
@@ -195,3 +207,29 @@ def test_a_pre_alembic_database_upgrades_on_every_backend(store_url):  # noqa: F
 def test_upgrade_of_a_missing_database_is_one_line(tmp_path):
     one_line_error(bench("db", "upgrade", "--db", f"sqlite:///{tmp_path / 'none.db'}"), "holds no results yet")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_a_database_at_the_first_revision_gains_the_selection_columns(old_db):
+    """A database of the first alembic bench (revision 0001) upgrades through 0002: the model-selection columns
+    appear, null in every row, and nothing else changes."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = create_engine(f"sqlite:///{old_db}")
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(migrate.MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        assert migrate.read_version(conn) == migrate.Version("1", ("0001",))
+    engine.dispose()
+    raw = rows(old_db)
+    assert not set(ADDED["runs"]) & set(columns(old_db, "runs"))
+    one_line_error(bench("status", "--db", f"sqlite:///{old_db}"), "`bench db upgrade`")
+    result = bench("db", "upgrade", "--db", f"sqlite:///{old_db}")
+    assert result.exit_code == 0 and "revision 0001 -> schema version 1, revision 0002" in result.output, result.output
+    assert rows(old_db) == raw
+    for table, added in ADDED.items():
+        assert set(added) <= set(columns(old_db, table))
+    runs = read.load_runs(f"sqlite:///{old_db}")
+    assert runs["selected_epoch"].isna().all() and runs["val_robust"].isna().all()

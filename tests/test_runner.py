@@ -278,7 +278,7 @@ def test_list_methods_and_show(project):
         assert name in result.output
     assert bench("run", str(suite(project, methods='["ce"]')), "--quiet").exit_code == 0
     cell = db_rows(project / "results" / "bench.db", "select cell_hash from runs")[0][0]
-    shown = bench("show", cell[:8])
+    shown = bench("show", cell[:8], "--json")
     assert shown.exit_code == 0 and '"method": "ce"' in shown.output and "class_accuracy" in shown.output
     assert CliRunner().invoke(cli, ["show", "zzzz"]).exit_code == 2
 

@@ -31,6 +31,25 @@ def test_beyond_paper_suites_run_every_registered_method(name, cells, tmp_path, 
     assert [m for m in methods.names() if m in {c.config["method"] for c in suite.cells}] == methods.names()
 
 
+def test_lt_2026_is_the_fields_protocol(tmp_path, monkeypatch):
+    """CIFAR-10-LT exp 10/50/100 and CIFAR-100-LT exp 10/50, two models, 14 methods, 3 seeds; the AT-BSL recipe
+    (decays when the 1-indexed epoch reaches 75 and 90), each method's own attack, selection on a validation split."""
+    monkeypatch.chdir(tmp_path)
+    cells = [c.config for c in load_suite(SUITES / "lt_2026.toml", load_settings()).cells]
+    assert len(cells) == 5 * 2 * 14 * 3
+    assert {(c["dataset"], c["imbalance"]) for c in cells} == {
+        ("cifar10", "exp-10"), ("cifar10", "exp-50"), ("cifar10", "exp-100"), ("cifar100", "exp-10"),
+        ("cifar100", "exp-50")}
+    assert {c["model"] for c in cells} == {"resnet18", "wrn-34-10"}
+    for c in cells:
+        assert (c["epochs"], c["lr"], c["lr_decay"], c["milestones"], c["warmup_epochs"]) == (100, 0.1, 0.1, [74, 89], 0)
+        assert (c["batch_size"], c["weight_decay"], c["select"], c["val_split"]) == (128, 5e-4, "best-val-robust", 0.1)
+        assert [a["kind"] for a in c["eval_attacks"]] == ["pgd", "autoattack"]
+        expected_bn = "train" if c["method"] in ("ce", "awp", "srat-ldam", "srat-trades") else (
+            "frozen" if c["method"] == "robustlt" else "eval")
+        assert c["train_attack"]["bn_mode"] == expected_bn, c["method"]
+
+
 # A digest of every shipped suite's cell hashes, in order (built-in defaults only). A cell's hash is its identity in
 # every results database: a change here means stored cells are no longer found done. Update a digest only when that
 # suite file itself changed on purpose.
@@ -38,8 +57,9 @@ CELL_HASH_DIGESTS = {
     "ablation_k.toml": "ec3d19c863f942e7",
     "ablation_lambda.toml": "5906dd8def735a17",
     "ablation_weight.toml": "7bb5a82a6883b726",
-    "beyond_paper.toml": "5033bdbaa40af19b",
-    "beyond_paper_digits.toml": "c597b6cbc9589467",
+    "beyond_paper.toml": "5f01ad92cb864142",  # issue 19: each method's own attack recipe (bn_mode, start)
+    "beyond_paper_digits.toml": "75ccb8f8a4e9998e",  # issue 19: likewise
+    "lt_2026.toml": "9772adcd1b2928af",  # issue 19: the field's common settings
     "binary_reweight.toml": "e3d78b5e5cedfdb0",
     "cifar100_full.toml": "e7d64b4ec61dc747",
     "cifar10_full.toml": "528f4d2a3642caa4",

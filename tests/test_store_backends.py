@@ -180,9 +180,11 @@ def test_the_cli_end_to_end_on_each_backend(tmp_path, monkeypatch, store_url):
     run = CliRunner().invoke(cli, ["run", "s.toml", "--db", store_url, "--quiet"])
     assert run.exit_code == 0 and "4 done" in run.output, run.output
     status = CliRunner().invoke(cli, ["status", "--db", store_url])
-    assert status.output.split()[-2:] == ["e2e", "4"]
+    row = next(line for line in status.output.splitlines() if line.startswith("│ e2e "))
+    assert [c.strip() for c in row.split("│")[2:4]] == ["4", "0"]  # done, running
     cell = load_results(store_url)["cell_hash"].iloc[0]
-    assert '"method"' in CliRunner().invoke(cli, ["show", cell, "--db", store_url]).output
+    assert '"method"' in CliRunner().invoke(cli, ["show", cell, "--json", "--db", store_url]).output
+    assert "class-wise accuracy" in CliRunner().invoke(cli, ["show", cell, "--db", store_url]).output
     report = CliRunner().invoke(cli, ["report", "--db", store_url, "--format", "md", "--out", "out"])
     assert report.exit_code == 0 and "focal" in (tmp_path / "out" / "report.md").read_text()
     compare = CliRunner().invoke(cli, ["compare", "ce", "focal", "--db", store_url, "--format", "csv"])

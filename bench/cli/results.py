@@ -13,17 +13,52 @@ from bench.errors import BenchError
 
 @click.command()
 @click.argument("cell_hash", metavar="CELL")
+@click.option("--json", "as_json", is_flag=True, help="The full record as JSON (every column), then the error.")
 @db_option
 @config_option
-def show(cell_hash: str, db, config) -> None:
-    """One cell's full record: config, status, error, provenance and class-wise accuracy."""
+def show(cell_hash: str, as_json: bool, db, config) -> None:
+    """One cell (its hash or a unique prefix): configuration, class-wise accuracy, guards, provenance, error."""
     from bench.results.read import run_record
 
-    record = run_record(db or load_settings(config).db, cell_hash)
+    url = db or load_settings(config).db
+    record = run_record(url, cell_hash)
     error = record.pop("error", None)
-    click.echo(json.dumps(record, indent=2, default=str))
-    if error:
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
+        if error:
+            click.echo(error)
+        return
+    _show_readable(url, record)
+    if error:  # as stored: a traceback or a worker's account, never through rich (no wrapping, no markup)
+        click.echo(f"\nerror ({record['status']}):")
         click.echo(error)
+
+
+def _show_readable(url: str, record: dict) -> None:
+    from bench.analysis.metrics import group_accuracies
+    from bench.cli import readable
+    from bench.results.read import load_guards, load_results
+
+    out = readable.Printer()
+    for line in readable.heading(record):
+        out(line)
+    out()
+    out("configuration")
+    out(readable.config_summary(record["config"]))
+    out()
+    frame = load_results(url, cell_hash=record["cell_hash"])
+    if frame.empty:
+        out(f"class-wise accuracy: none stored (status {record['status']})")
+    else:
+        out(readable.class_table(frame, group_accuracies(frame)))
+    guards = load_guards(url, record["suite"])
+    guards = guards[guards["cell_hash"] == record["cell_hash"]]
+    out(readable.guard_table(guards) if len(guards) else "guards: none stored")
+    out()
+    out("provenance")
+    out(readable.provenance(record))
+    out()
+    out(f"`bench show {record['cell_hash']} --json`: the full record")
 
 
 @click.command()
@@ -31,18 +66,32 @@ def show(cell_hash: str, db, config) -> None:
 @db_option
 @config_option
 def status(suite, db, config) -> None:
-    """How many cells are queued, running, done, failed or diverged, per suite."""
+    """Cells per suite and status (done, running, queued, failed, diverged, interrupted) and the oldest heartbeat
+    of the cells still held."""
+    from datetime import timedelta
+
+    from bench.cell import Status
+    from bench.cli import readable
+    from bench.errors import unknown
     from bench.results.collect import result_files
-    from bench.cell import STATUSES, Status
-    from bench.results.read import load_runs
+    from bench.results.read import load_runs, suite_names
+    from bench.results.store import Store
 
     settings = load_settings(config)
-    runs = load_runs(db or settings.db, suite)
+    url = db or settings.db
+    runs = load_runs(url, suite)
     if runs.empty:
-        raise BenchError("no runs" + (f" for suite {suite!r}" if suite else "") + " in the database")
-    counts = runs.groupby(["suite", "status"]).size().unstack(fill_value=0)
-    counts = counts[[s for s in STATUSES if s in counts.columns]]
-    click.echo(counts.to_string())
+        known = suite_names(url)
+        if suite is not None and known:
+            raise unknown("suite", suite, known)
+        raise BenchError(f"database {Store(url).shown} holds no runs yet; run `bench run SUITE.toml` first")
+    stale_after = timedelta(minutes=settings.stale_after_minutes)
+    table, stale = readable.status_table(runs, stale_after, readable.utcnow())
+    out = readable.Printer()
+    out(table)
+    if stale:
+        click.echo(f"stale: no heartbeat for over {settings.stale_after_minutes:g} min (stale_after_minutes); "
+                   "the next `bench run` of the suite takes those cells over")
     waiting = set(runs.loc[runs["status"] != Status.DONE, "cell_hash"]) & set(result_files(settings.run_dir))
     if waiting:  # workers finished while no driver was there to ingest
         click.echo(f"{len(waiting)} finished result file(s) in {settings.run_dir} not yet in the database: "

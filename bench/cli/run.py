@@ -118,6 +118,19 @@ def _check_run_folders(store, settings, cells) -> None:
         check_run_folders(settings.run_dir, todo)
 
 
+def _recipe(attack: dict) -> str:
+    """A training attack in a few words: ``pgd-10 eval-BN``, ``pgd-5 eval-BN U[0,eps]``."""
+    start = " U[0,eps]" if attack.get("start") == "positive" else ""
+    return f"pgd-{attack['steps']} {attack['bn_mode']}-BN{start}"
+
+
+def _selection(c: dict) -> str:
+    """How the reported epoch is chosen: ``last``, or ``best-val-robust 10%/1`` (validation share / every)."""
+    if not c.get("val_split"):
+        return "last"
+    return f"{c['select']} {c['val_split']:.0%}/{c['val_every']}"
+
+
 def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -127,17 +140,18 @@ def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
 
     table = Table(title=f"suite {suite}: {len(cells)} cell(s)")
     for column in ("cell", "status", "method", "dataset", "imbalance", "seed", "model", "epochs", "milestones",
-                   "drw", "train"):
+                   "drw", "train", "augment", "select"):
         table.add_column(column)
     for cell in cells:
         c = cell.config
         status = statuses.get(cell.cell_hash, "to run")
-        train = "natural" if c["train_attack"] == "none" else f"pgd-{c['train_attack']['steps']}"
+        train = "natural" if c["train_attack"] == "none" else _recipe(c["train_attack"])
         deferred = methods.get(c["method"]).weight_schedule == "drw"  # the DRW epoch matters only there
         drw = str(c["method_params"].get("drw_epoch")) if deferred else "—"
         table.add_row(cell.cell_hash, status, c["method"], c["dataset"], c["imbalance"], str(c["seed"]),
-                      c["model"], str(c["epochs"]), ",".join(map(str, c["milestones"])) or "—", drw, train)
-    console = Console(width=180)
+                      c["model"], str(c["epochs"]), ",".join(map(str, c["milestones"])) or "—", drw, train,
+                      c["augment"], _selection(c))
+    console = Console(width=210)
     console.print(table)
     done = sum(statuses.get(c.cell_hash) == Status.DONE for c in cells)
     console.print(f"{done} done, {len(cells) - done} to run")

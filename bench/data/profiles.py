@@ -12,6 +12,7 @@ Profiles are strings so they can be grid values and table labels:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -123,12 +124,13 @@ def pick_classes(classes: tuple[str, ...], class_names: tuple[str, ...] | list[s
     return picked
 
 
-def check_profile(text: str, meta, n_max: int, dataset: str) -> None:
+def check_profile(text: str, meta, n_max: int, dataset: str) -> list[int]:
     """Check a profile against a dataset's :class:`~bench.data.datasets.Metadata` before anything is loaded: the
     class count of ``counts:``, the classes of ``binary:``, the training images each class keeps (with ``n_max``,
     0 = the smallest class) against those the dataset has, and a test image for every class kept. One
     :class:`BenchError` line starting with the key at fault (``imbalance = …`` or ``dataset_args.n_max = …``);
-    the caller adds the file."""
+    the caller adds the file. Returns the training images each kept class keeps (empty when the metadata does not
+    say how many the dataset has)."""
     profile = parse_profile(text)
     key = f"imbalance = {text!r}"
     C = meta.num_classes
@@ -162,6 +164,15 @@ def check_profile(text: str, meta, n_max: int, dataset: str) -> None:
         if meta.test_counts and c is not None and meta.test_counts[c] < 1:
             raise BenchError(f"{key}: {shown(c)} of {dataset} has no test images, so its class-wise accuracy "
                              "would be undefined; every class kept needs at least one test image")
+    return wanted
+
+
+def held_out(counts: list[int], share: float) -> list[int]:
+    """Validation images per class: ``max(1, round(share × n_c))`` (halves up) of a class's ``n_c`` kept images,
+    none when ``share`` is 0. The one formula :mod:`bench.data.subset` and the suite's checks both use."""
+    if share <= 0:
+        return [0] * len(counts)
+    return [max(1, math.floor(share * n + 0.5)) for n in counts]
 
 
 def largest_n_max(text: str, train_counts: tuple[int, ...]) -> int:

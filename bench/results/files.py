@@ -61,7 +61,7 @@ def dumps(cell: CellRecord, result: CellResult) -> bytes:
             "provenance": result.provenance, "wall_seconds": result.wall_seconds,
             "train_seconds": result.train_seconds, "images_per_second": result.images_per_second,
             "peak_memory_mb": result.peak_memory_mb, "epochs_done": result.epochs_done,
-            "attack_specs": result.attack_specs, "guards": list(result.guards),
+            "attack_specs": result.attack_specs, "guards": list(result.guards), "selection": result.selection,
         },
         "attacks": list(correct),
         "features": [list(key) for key in features],

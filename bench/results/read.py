@@ -83,8 +83,9 @@ RESULT_COLUMNS = [
 ]
 
 
-def load_results(url: str, suite: str | None = None) -> pd.DataFrame:
-    """Tidy results: one row per finished run × attack × class (``attack == "clean"`` is standard accuracy).
+def load_results(url: str, suite: str | None = None, cell_hash: str | None = None) -> pd.DataFrame:
+    """Tidy results: one row per finished run × attack × class (``attack == "clean"`` is standard accuracy),
+    optionally of one suite or one cell (its full hash).
 
     Columns: ``run_id, cell_hash, suite, method, dataset, imbalance, seed, model, adversarial, attack,
     attack_order, class_index, class_name, n_train, n_test, correct, accuracy``, plus ``config`` (the
@@ -105,6 +106,8 @@ def load_results(url: str, suite: str | None = None) -> pd.DataFrame:
     )
     if suite is not None:
         query = query.where(Run.suite == suite)
+    if cell_hash is not None:
+        query = query.where(Run.cell_hash == cell_hash)
     with store.engine.connect() as conn:
         frame = pd.read_sql(query, conn)
     return frame
@@ -217,7 +220,9 @@ def load_sample_flags(url: str, suite: str | None = None) -> dict[int, dict]:
 
 def run_record(url: str, cell_prefix: str) -> dict:
     """One run's full record (``bench show``): every column, its config and provenance decoded from JSON, and
-    ``class_accuracy`` as ``{attack: {class name: accuracy}}``. The cell is named by its hash or a unique prefix."""
+    ``class_accuracy`` as ``{attack: {class name: accuracy}}``; with a validation set, ``validation`` as a list of
+    ``{epoch, val_clean, val_robust}`` (the selected epoch is ``selected_epoch``). The cell is named by its hash or
+    a unique prefix."""
     store = Store(url)
     store.check_schema()
     with store.session(write=False) as session:
@@ -235,12 +240,17 @@ def run_record(url: str, cell_prefix: str) -> dict:
         record["class_accuracy"] = {}
         for m in metrics:
             record["class_accuracy"].setdefault(m.attack, {})[m.class_name] = round(m.accuracy, 4)
+        validated = session.execute(select(EpochMetric.epoch, EpochMetric.val_clean, EpochMetric.val_robust)
+                                    .where(EpochMetric.run_id == run.id, EpochMetric.val_clean.is_not(None))
+                                    .order_by(EpochMetric.epoch)).all()
+        if validated:
+            record["validation"] = [{"epoch": e, "val_clean": c, "val_robust": r} for e, c, r in validated]
     return record
 
 
 # -- the report's fast path ------------------------------------------------------------------------------------
 CLASS_COLUMNS = ["run_id", "attack_order", "class_index", "n_train", "n_test", "correct"]
-CURVE_COLUMNS = ["run_id", "epoch", "lr", "loss", "train_accuracy", "seconds"]
+CURVE_COLUMNS = ["run_id", "epoch", "lr", "loss", "train_accuracy", "seconds", "val_clean", "val_robust"]
 
 
 def suite_names(url: str) -> list[str]:
@@ -301,7 +311,8 @@ def load_curves(url: str, run_ids: Sequence[int]) -> pd.DataFrame:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             query = select(EpochMetric.run_id, EpochMetric.epoch, EpochMetric.lr, EpochMetric.loss,
-                           EpochMetric.train_accuracy, EpochMetric.seconds).where(EpochMetric.run_id.in_(chunk))
+                           EpochMetric.train_accuracy, EpochMetric.seconds, EpochMetric.val_clean,
+                           EpochMetric.val_robust).where(EpochMetric.run_id.in_(chunk))
             result = conn.execute(query)
             parts.extend(result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result])
     return pd.DataFrame(parts, columns=CURVE_COLUMNS)

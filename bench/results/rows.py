@@ -59,6 +59,10 @@ def write_outcome(session: Session, run: Run, result: CellResult) -> None:
     run.subset_hash = prov.get("subset_hash")
     if result.class_names:
         run.class_names_json = json.dumps(list(result.class_names))
+    selection = result.selection or {}
+    run.selected_epoch = selection.get("epoch")
+    run.val_clean = selection.get("val_clean")
+    run.val_robust = selection.get("val_robust")
     for row in result.curves:
         session.add(EpochMetric(run_id=run.id, **row))
     if result.status == Status.DONE and result.correct is not None and result.test_labels is not None:

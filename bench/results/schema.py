@@ -4,11 +4,14 @@ Tables (tidy, one fact per row):
 
 * ``runs`` — one row per cell: its hash (the cache key), the grid keys, the resolved config as JSON, status
   (``running`` / ``done`` / ``failed`` / ``diverged`` / ``interrupted``) with the error text, timings,
-  images/s, peak memory, provenance (git commit, library versions, device, host) and the data-subset hash.
+  images/s, peak memory, provenance (git commit, library versions, device, host) and the data-subset hash; for a
+  cell with a validation set (``val_split``, :mod:`bench.selection`) the epoch whose weights were evaluated
+  (``selected_epoch``) and its class-balanced validation accuracies (``val_clean``, ``val_robust``), else null.
 * ``class_metrics`` — per run × attack × class: train count, test count, correct, accuracy. ``attack`` is
   ``clean`` for standard accuracy; ``attack_order`` keeps the suite's order (0 = clean, 1 = the first
   evaluation attack, which the tables call "Robust").
-* ``epoch_metrics`` — the per-epoch training curve.
+* ``epoch_metrics`` — the per-epoch training curve; ``val_clean`` / ``val_robust`` on the epochs a cell with a
+  validation set was validated (null otherwise).
 * ``sample_flags`` — per run × attack, the per-test-sample correctness bits (packed), so any later metric or
   paired test can be recomputed without re-running.
 * ``test_labels`` — per run, the test labels in the order of the flags (per-class metrics from the flags,
@@ -76,6 +79,9 @@ class Run(Base):
     versions_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     subset_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     class_names_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    selected_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)  # revision 0002 (model selection)
+    val_clean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    val_robust: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ClassMetric(Base):
@@ -103,6 +109,8 @@ class EpochMetric(Base):
     loss: Mapped[float] = mapped_column(Float)
     train_accuracy: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+    val_clean: Mapped[float | None] = mapped_column(Float, nullable=True)  # revision 0002 (model selection)
+    val_robust: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class SampleFlags(Base):
