@@ -1,11 +1,13 @@
 """The report's figures: which ones, showing what (each is drawn as one PNG, embedded in the HTML, and one PDF).
 
 * class-wise accuracy — per (suite, dataset, imbalance): bars of standard and robust accuracy per class, for
-  natural and adversarial training when both were run (the paper's Figure 1), one panel per shown method;
-* training class counts — one line per (dataset, imbalance);
+  natural and adversarial training when both were run (the paper's Figure 1), one panel per shown method, the
+  under-represented classes (:func:`under_classes`) shaded;
+* training class counts — one line per (dataset, imbalance), under-represented classes marked;
 * sweeps — accuracy against a config key that varies within a table (``lam``, ``under_weight``), and against
   the imbalance ratio K when a suite runs three or more ratios of one imbalance kind;
-* training curves — loss and training accuracy per epoch, mean over seeds;
+* training curves — training accuracy per epoch on one axis, the loss on one small panel per method (each on
+  its own scale: LDAM's loss is ~30x cross-entropy's), mean over seeds;
 * t-SNE of learned features — per (suite, dataset, imbalance), for runs that kept feature dumps (cell key
   ``features``): the first seed of up to four methods / training modes, test points, clean and attacked (the
   paper's Figures 3 and 4). t-SNE (scikit-learn) runs in the drawing worker, on at most ``MAX_TSNE_POINTS``.
@@ -13,7 +15,9 @@
 Figure count and size are bounded whatever the database holds (the limits below): a table gets at most one
 figure of each kind, and a figure shows at most a few methods — the table's first row (the plain baseline in
 registry order) and those with the best robust accuracy on the under-represented classes. Building a figure is
-~0.1 s of matplotlib per panel and format, so these limits are what keeps a 10,000-run report within seconds.
+~0.1-0.2 s of matplotlib per panel (text layout, mostly: every panel has its tick labels), so these limits are what
+keeps a 10,000-run report within seconds. How each figure stays legible (width, fonts, marks) is
+:mod:`~bench.report.drawing`'s business.
 
 Building is split in two: :func:`plan_figures` (here) turns tables and data into small picklable
 :class:`~bench.report.drawing.FigureSpec` objects (numbers only), and :func:`bench.report.drawing.draw` draws one
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bench.analysis.metrics import class_groups
 from bench.cell import Status
 from bench.report.drawing import FigureSpec
 from bench.report.load import ReportData, load_curves
@@ -149,10 +154,20 @@ def _class_names(data: ReportData, run_ids: list[int], n: int) -> list[str]:
     return [str(i) for i in range(n)]
 
 
+def under_classes(class_rows: pd.DataFrame, run_id: int | None) -> list[int]:
+    """The under-represented classes of one run, by :func:`bench.analysis.metrics.class_groups` (the one rule)."""
+    mine = class_rows.loc[class_rows["run_id"] == run_id, ["run_id", "class_index", "n_train"]]
+    if mine.empty:
+        return []
+    mine = mine.drop_duplicates("class_index")
+    return sorted(int(c) for c, g in zip(mine["class_index"].tolist(), class_groups(mine)) if g == "under")
+
+
 def _classwise_spec(data: ReportData, section: list[Table], class_acc: _ClassAccuracy) -> FigureSpec | None:
     primary = next((t for t in section if t.key.adversarial), section[0])
     panels = []
     names: list[str] = []
+    first_run: int | None = None
     for row in highlighted(primary, MAX_METHOD_PANELS):
         series = []
         for table in sorted(section, key=lambda t: not t.key.adversarial):
@@ -167,6 +182,8 @@ def _classwise_spec(data: ReportData, section: list[Table], class_acc: _ClassAcc
             if not names:
                 width = max((len(s["values"]) for s in series), default=0)
                 names = _class_names(data, match.done_ids, width)
+            if first_run is None:
+                first_run = match.done_ids[0]
         if series:
             panels.append({"title": row.label, "series": series})
     if not panels:
@@ -176,9 +193,10 @@ def _classwise_spec(data: ReportData, section: list[Table], class_acc: _ClassAcc
         kind="classwise", name=f"classwise-{_slug(key.suite, key.dataset, key.imbalance)}",
         title=f"Class-wise accuracy · {key.dataset} · {key.imbalance}",
         caption=("Accuracy per class (%), mean over seeds: standard (clean) and robust (first evaluation attack), "
-                 "for each training mode run. Methods shown: the first row and those with the best robust "
-                 f"accuracy on the under-represented classes (at most {MAX_METHOD_PANELS})."),
-        payload={"panels": panels, "class_names": names},
+                 "for each training mode run; the under-represented classes shaded (bold names). Methods shown: "
+                 "the first row and those with the best robust accuracy on the under-represented classes (at most "
+                 f"{MAX_METHOD_PANELS})."),
+        payload={"panels": panels, "class_names": names, "under": under_classes(data.class_rows, first_run)},
     )
 
 
@@ -200,7 +218,9 @@ def _curves_spec(table: Table, rows: list[Row], curves: pd.DataFrame) -> FigureS
     return FigureSpec(
         kind="curves", name=f"curves-{_slug(key.suite, key.dataset, key.imbalance, str(key.adversarial))}",
         title=f"Training curves · {key.title}",
-        caption=f"Training loss and training accuracy per epoch, mean over seeds (at most {MAX_LINES} methods).",
+        caption=(f"Training accuracy (%) and training loss per epoch, mean over seeds (at most {MAX_LINES} methods). "
+                 "Each method's loss has its own panel and scale: the losses differ in kind (LDAM's scaled margins "
+                 "sit far above cross-entropy's), so on one axis most curves would be flat."),
         payload={"lines": lines},
     )
 
@@ -319,13 +339,15 @@ def _profile_spec(data: ReportData) -> FigureSpec | None:
         mine = counts[counts["run_id"] == rec.index].sort_values("class_index")
         profiles.append({"label": f"{rec.dataset} · {rec.imbalance}",
                          "classes": mine["class_index"].to_numpy(dtype=float),
-                         "counts": mine["n_train"].to_numpy(dtype=float)})
+                         "counts": mine["n_train"].to_numpy(dtype=float),
+                         "under": under_classes(mine, rec.index)})
     if not profiles:
         return None
     return FigureSpec(
         kind="profile", name="class-counts",
         title="Training examples per class",
-        caption=f"Training class counts of each (dataset, imbalance) (at most {MAX_PROFILES}).",
+        caption=(f"Training images per class of each (dataset, imbalance) (at most {MAX_PROFILES}); open markers "
+                 "(and the shaded band, where every profile agrees): the under-represented classes."),
         payload={"profiles": profiles},
     )
 
@@ -346,16 +368,14 @@ def _tsne_specs(data: ReportData) -> list[FigureSpec]:
         for (method, adversarial), runs_of in group.groupby(["method", "adversarial"], sort=False):
             run_id = int(runs_of.index[0])
             names = data.class_names(run_id)
-            counts = data.class_rows.loc[data.class_rows["run_id"] == run_id].drop_duplicates("class_index")
-            under = set(counts.sort_values(["n_train", "class_index"], ascending=[True, False])
-                        ["class_index"].head(len(counts) - len(counts) // 2).tolist())
+            under = under_classes(data.class_rows, run_id)
             for (split, kind), (labels, vectors) in sorted(load_features(data.url, run_id).items()):
                 if split != "test":
                     continue
                 panels.append({
                     "title": f"{method} · {'adversarial' if adversarial else 'natural'} · {kind}",
                     "labels": labels[:MAX_TSNE_POINTS], "vectors": vectors[:MAX_TSNE_POINTS],
-                    "names": names, "under": sorted(under),
+                    "names": names, "under": under,
                 })
             if len(panels) >= MAX_METHOD_PANELS:
                 break

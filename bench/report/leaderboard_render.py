@@ -27,6 +27,7 @@ from bench.analysis.leaderboard import METRICS, PAPER, Board, Entry, Leaderboard
 from bench.analysis.leaderboard_data import Setting, fmt_value, slug
 from bench.errors import BenchError
 from bench.io import write_output
+from bench.report.drawing import UNDER_COLOR, UNDER_LABEL, runs
 from bench.report.leaderboard_files import has_parquet, write_downloads
 from bench.report.render import prepare_out_dir
 from bench.report.resources import template_dir, template_loader
@@ -182,21 +183,29 @@ def overall_view(lb: Leaderboard) -> TableView:
 # -- class-wise figure (inline SVG) ---------------------------------------------------------------------------------
 def classwise_figure(classwise: dict, width: int = 760) -> dict | None:
     """Geometry of a grouped bar chart of per-class accuracy: one group per class, one bar per series, the
-    under-represented classes shaded; the template draws it as SVG (every label escaped)."""
+    under-represented classes shaded (one band per run of neighbouring classes) and named in bold; the template
+    draws it as SVG (every label escaped). ``width`` fits an 800 px column, where its 12 px text stays 12 px."""
     series, classes = classwise.get("series") or [], classwise.get("classes") or []
     if not series or not classes:
         return None
     n = len(classes)
+    under = set(classwise.get("under") or [])
+    legend = [{"color": COLORS[i % len(COLORS)], "text": item["label"], "outline": False}
+              for i, item in enumerate(series)]
+    if under:
+        legend.append({"color": UNDER_COLOR, "text": UNDER_LABEL, "outline": True})
+    legend, legend_h = _legend_rows(legend, 48, width - 10)
     rotate = n > 10 or max(len(str(c)) for c in classes) > 6
-    left, right, top = 48, 10, 30
-    bottom = 22 + (min(max(len(str(c)) for c in classes), 12) * 6 if rotate else 0)
+    left, right, top = 48, 10, legend_h + 12
+    # Tick labels (rotated 40°: ~4.6 px of height per character), then the axis title.
+    bottom = 22 + (round(min(max(len(str(c)) for c in classes), 12) * 4.6) if rotate else 0) + 18
     height = top + 190 + bottom
     plot_w, plot_h = width - left - right, height - top - bottom
     group = plot_w / n
     bar = group * 0.8 / len(series)
-    under = set(classwise.get("under") or [])
-    y = lambda v: top + plot_h * (1 - v / 100.0)  # noqa: E731
-    shades = [{"x": left + c * group, "w": group, "y": top, "h": plot_h} for c in sorted(under) if c < n]
+    y = lambda v: top + plot_h * (1 - v / 100.0)
+    shades = [{"x": round(left + a * group, 2), "w": round((b - a + 1) * group, 2), "y": top, "h": plot_h}
+              for a, b in runs(c for c in under if c < n)]
     bars = []
     for s, item in enumerate(series):
         for c, value in enumerate(item["values"][:n]):
@@ -210,12 +219,22 @@ def classwise_figure(classwise: dict, width: int = 760) -> dict | None:
     labels = [{"x": round(left + (c + 0.5) * group, 2), "y": top + plot_h + 12, "text": str(classes[c])[:12],
                "under": c in under} for c in range(0, n, every)]
     ticks = [{"y": round(y(v), 2), "text": str(v)} for v in (0, 25, 50, 75, 100)]
-    legend = [{"x": left + i * 150, "color": COLORS[i % len(COLORS)], "text": item["label"]}
-              for i, item in enumerate(series)]
-    if under:
-        legend.append({"x": left + len(series) * 150, "color": "#fbe3c8", "text": "under-represented classes"})
     return {"width": width, "height": height, "left": left, "top": top, "plot_w": plot_w, "plot_h": plot_h,
-            "bars": bars, "shades": shades, "labels": labels, "ticks": ticks, "legend": legend, "rotate": rotate}
+            "bars": bars, "shades": shades, "under_color": UNDER_COLOR, "labels": labels, "ticks": ticks,
+            "legend": legend, "rotate": rotate, "xlabel": {"x": round(left + plot_w / 2, 2), "y": height - 6,
+                       "text": "class" if every == 1 else f"class (one name in {every})"}}
+
+
+def _legend_rows(items: list[dict], left: int, right: int, char_px: float = 7.0) -> tuple[list[dict], int]:
+    """Legend items laid out left to right, wrapping before ``right``; returns them with x, y and the height."""
+    x, y = left, 8
+    for item in items:
+        w = 16 + len(str(item["text"])) * char_px + 18  # swatch, text, gap
+        if x > left and x + w - 18 > right:
+            x, y = left, y + 18
+        item.update(x=round(x, 2), y=y)
+        x += w
+    return items, y + 12
 
 
 # -- text formats -------------------------------------------------------------------------------------------------
