@@ -71,6 +71,14 @@ def run_cell(
     method = methods.for_cell(config)
     run_dir = settings.run_dir / cell.cell_hash
     outcome = train(config, method, data, run_dir, on_epoch)
+    return finish_cell(cell, data, method, outcome, run_dir, device, t0)
+
+
+def finish_cell(cell: Cell, data, method, outcome, run_dir, device: torch.device, t0: float,
+                extra_provenance: dict | None = None) -> CellResult:
+    """Evaluate a trained cell, run its guards, keep its final weights; its :class:`CellResult` (the unfused
+    runner's and the fused one's, :mod:`bench.fusion.run`)."""
+    config = cell.config
     correct = evaluate(outcome.model, data, config)
     specs = attack_specs(config)
     guards = run_guards(GuardContext(outcome.model, data, config, method, correct, {s.label: s for s in specs}))
@@ -83,7 +91,7 @@ def run_cell(
         test_labels=data.test_y.cpu().numpy(),
         correct=correct,
         curves=outcome.curves,
-        provenance=provenance(device, data.subset_hash),
+        provenance={**provenance(device, data.subset_hash), **(extra_provenance or {})},
         wall_seconds=time.perf_counter() - t0,
         train_seconds=outcome.train_seconds,
         images_per_second=outcome.images / outcome.train_seconds if outcome.train_seconds else None,
@@ -105,8 +113,10 @@ def run_cells(
     debug: bool = False,
     download: bool = False,
     progress: Progress | None = None,
+    fuse: object = None,
 ) -> RunSummary:
-    """Run every cell not yet done, in order; returns how many ended in each status."""
+    """Run every cell not yet done, in order; returns how many ended in each status. ``fuse`` (default: the
+    settings') trains groups of cells as one stacked model (:mod:`bench.fusion`)."""
     store.create()
     ledger = Ledger(store, settings.run_dir)
     summary = RunSummary()
@@ -116,7 +126,15 @@ def run_cells(
     summary.counts["skipped"] = len(cells) - len(todo)
     progress = progress or Progress(enabled=False)
     with progress.session(total=len(todo), skipped=len(cells) - len(todo)):
-        for cell in todo:
+        from bench.fusion.groups import plan
+        from bench.fusion.run import run_group
+
+        for fused, group in plan(todo, settings.fuse if fuse is None else fuse, device.type).units:
+            if fused:
+                run_group(group, ledger, settings, device, summary, progress, finish_cell, debug=debug,
+                          download=download)
+                continue
+            cell = group[0]
             if not ledger.claim(cell):
                 summary.add("busy")
                 progress.cell_skipped(cell, "done or running in another process")

@@ -19,6 +19,8 @@ key                      meaning
 ``threads``              CPU threads of torch: a whole number, ``0`` (torch's default) or ``"auto"`` (every core
                          this process may use)
 ``executor``             ``bench run``'s default ``--executor``
+``fuse``                 ``"auto"``, ``"off"`` or N: train up to N cells that share data, model and schedule as one
+                         stacked model (:mod:`bench.fusion`); an execution setting, never part of a cell
 ``stale_after_minutes``  a claim (``running``) or a job's cell (``queued``) whose heartbeat is older than this is
                          abandoned and taken over by the next ``bench run``, on any host, whether or not a process
                          with its pid still lives (pid reuse after a reboot); a live process refreshes its
@@ -44,7 +46,7 @@ from bench.values import read_toml
 DEFAULT_FILE = "bench.toml"
 DB_ENV = "BENCH_DB"  # overrides bench.toml's db
 KNOWN_BENCH_KEYS = ("db", "data_root", "run_dir", "out_dir", "device", "download", "threads", "executor",
-                    "stale_after_minutes")
+                    "stale_after_minutes", "fuse")
 EXECUTOR_TABLES = ("slurm", "ray")  # one table per configurable executor (bench.executors)
 TABLES = ("bench", "defaults", *EXECUTOR_TABLES)
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -64,6 +66,7 @@ class Settings:
     threads: int = 0  # 0 = torch's default; "auto" in the file = every core this process may use
     executor: str = "local"  # bench run's default --executor
     stale_after_minutes: float = 10.0  # a claim with no heartbeat for this long is abandoned (bench.results.claims)
+    fuse: Any = "auto"  # "auto", "off" or N: train groups of up to N cells as one stacked model (bench.fusion)
     defaults: dict = field(default_factory=dict)
     executor_tables: dict[str, dict] = field(default_factory=dict)  # "slurm" / "ray" -> its table
     source: Path | None = None
@@ -127,10 +130,17 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         threads=value.threads(),
         executor=value.string("executor", "local", "an executor name: local, slurm, ray or submitit-local"),
         stale_after_minutes=value.positive("stale_after_minutes", Settings.stale_after_minutes),
+        fuse=_fuse(table.get("fuse", "auto"), f"{file}: bench.fuse"),
         defaults=dict(data.get("defaults", {})),
         executor_tables={name: dict(data.get(name, {})) for name in EXECUTOR_TABLES},
         source=file,
     )
+
+
+def _fuse(value: Any, where: str) -> Any:
+    from bench.fusion.groups import check_fuse  # torch-free
+
+    return check_fuse(value, where)
 
 
 def _check_db(db: str, where: str) -> None:

@@ -54,7 +54,8 @@ from bench.suite_attacks import whole as _int
 from bench.values import parse_number, read_toml
 
 # ``slurm`` and ``ray``: the suite's executor tables over bench.toml's (bench.executors); never part of a cell.
-SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid", "slurm", "ray")
+# ``fuse``: how many cells may train as one stacked model (bench.fusion), over bench.toml's; never part of a cell.
+SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid", "slurm", "ray", "fuse")
 AUGMENTATIONS = catalog.AUGMENTATIONS  # or several joined by "+" (bench.augment)
 
 # General built-in defaults; a dataset's own defaults sit on top of these.

@@ -61,7 +61,8 @@ def rows(path: Path, tables=TABLES) -> dict[str, list[tuple]]:
 
 
 # Columns revisions after the baseline added, null in every row they found (table -> columns).
-ADDED = {"runs": ["selected_epoch", "val_clean", "val_robust"], "epoch_metrics": ["val_clean", "val_robust"]}
+ADDED = {"runs": ["selected_epoch", "val_clean", "val_robust", "fused_members"],
+         "epoch_metrics": ["val_clean", "val_robust"]}
 
 
 def digest(path: Path) -> str:
@@ -210,8 +211,8 @@ def test_upgrade_of_a_missing_database_is_one_line(tmp_path):
 
 
 def test_a_database_at_the_first_revision_gains_the_selection_columns(old_db):
-    """A database of the first alembic bench (revision 0001) upgrades through 0002: the model-selection columns
-    appear, null in every row, and nothing else changes."""
+    """A database of the first alembic bench (revision 0001) upgrades through 0002 and 0003: the model-selection
+    and fusion columns appear, null in every row, and nothing else changes."""
     from alembic import command
     from alembic.config import Config
 
@@ -227,7 +228,7 @@ def test_a_database_at_the_first_revision_gains_the_selection_columns(old_db):
     assert not set(ADDED["runs"]) & set(columns(old_db, "runs"))
     one_line_error(bench("status", "--db", f"sqlite:///{old_db}"), "`bench db upgrade`")
     result = bench("db", "upgrade", "--db", f"sqlite:///{old_db}")
-    assert result.exit_code == 0 and "revision 0001 -> schema version 1, revision 0002" in result.output, result.output
+    assert result.exit_code == 0 and "revision 0001 -> schema version 1, revision 0003" in result.output, result.output
     assert rows(old_db) == raw
     for table, added in ADDED.items():
         assert set(added) <= set(columns(old_db, table))

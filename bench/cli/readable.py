@@ -217,7 +217,9 @@ def provenance(record: Mapping[str, Any]) -> Table:
             else f"finished {_time(record.get('finished_at'))}"),
         "cost": f"wall {_seconds(record.get('wall_seconds'))} · training {_seconds(record.get('train_seconds'))} · "
                 f"{'—' if speed is None else f'{speed:,.0f}'} images/s · peak memory "
-                f"{'—' if memory is None else f'{memory:,.0f} MB'}",
+                f"{'—' if memory is None else f'{memory:,.0f} MB'}" + (
+                    f" · trained as one stacked model with {record['fused_members'] - 1} other cell(s), time split "
+                    "evenly" if record.get("fused_members") else ""),
         "versions": _value(record.get("versions") or {}).replace("=", " "),
     }
     for key, text in rows.items():

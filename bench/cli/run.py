@@ -27,11 +27,14 @@ from bench.errors import BenchError
               help="Worker processes sharing the cells (one per GPU when there are GPUs; else CPU cores split).")
 @click.option("--executor", metavar="local|slurm|ray|submitit-local",
               help="Where cells run (default: bench.toml's executor, else local); slurm/ray read [slurm]/[ray].")
+@click.option("--fuse", "fuse", metavar="auto|off|N",
+              help="Train up to N cells sharing data, model and schedule as one stacked model (default: the suite's "
+                   "fuse, else bench.toml's).")
 @click.option("--ray-address", metavar="HOST:PORT|auto", help="Ray cluster for --executor ray (default: start one here).")
 @db_option
 @config_option
-def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, workers, executor, ray_address, db,
-        config) -> None:
+def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, workers, executor, fuse, ray_address,
+        db, config) -> None:
     """Run every cell of SUITE.toml not yet done, storing class-wise results."""
     from bench.data import DATASETS
     from bench.results.store import Store
@@ -43,13 +46,15 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
         _run_theory(file, Store(db or settings.db), dry_run)
         return
     suite = load_suite(file, settings, seeds=parse_seeds(seeds), overrides=parse_overrides(sets))
+    settings = _with_fuse(settings, file, fuse)
     cells = select(suite.cells, only)
     if not cells:
         raise BenchError(f"no cell of suite {suite.name} matches {' '.join('--only ' + o for o in only)}")
     store = Store(db or settings.db, stale_after=timedelta(minutes=settings.stale_after_minutes))
     if dry_run:
         store.check_schema(allow_missing=True)
-        _print_dry_run(suite.name, cells, store.statuses([c.cell_hash for c in cells]) if store.exists() else {})
+        _print_dry_run(suite.name, cells, store.statuses([c.cell_hash for c in cells]) if store.exists() else {},
+                       settings.fuse, device or settings.device)
         return
     from bench.executors import EXECUTORS, RunContext, executor_options
 
@@ -72,6 +77,7 @@ def run(suite_file, only, seeds, sets, dry_run, device, download, debug, quiet, 
     args += [f"--seeds={seeds}"] if seeds else []
     args += [f"--config={config}"] if config else []
     args += ["--download"] if download else []
+    args += [f"--fuse={fuse}"] if fuse else []
     ctx = RunContext(suite_name=suite.name, suite_path=Path(suite_file), cells=cells, store=store, settings=settings,
                      device=device or settings.device, download=download, debug=debug, quiet=quiet, workers=workers,
                      ray_address=ray_address, cli_args=args, options=options)
@@ -118,6 +124,20 @@ def _check_run_folders(store, settings, cells) -> None:
         check_run_folders(settings.run_dir, todo)
 
 
+def _with_fuse(settings, file, option: str | None):
+    """Settings with the ``fuse`` in force: ``--fuse`` > the suite file's ``fuse`` > bench.toml's."""
+    import dataclasses
+
+    from bench.fusion.groups import check_fuse
+
+    if option is not None:
+        value = int(option) if option.isdigit() else option
+        return dataclasses.replace(settings, fuse=check_fuse(value, "--fuse"))
+    if "fuse" in file.data:
+        return dataclasses.replace(settings, fuse=check_fuse(file.data["fuse"], f"{file.path}: fuse"))
+    return settings
+
+
 def _recipe(attack: dict) -> str:
     """A training attack in a few words: ``pgd-10 eval-BN``, ``pgd-5 eval-BN U[0,eps]``."""
     start = " U[0,eps]" if attack.get("start") == "positive" else ""
@@ -131,16 +151,22 @@ def _selection(c: dict) -> str:
     return f"{c['select']} {c['val_split']:.0%}/{c['val_every']}"
 
 
-def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
+def _print_dry_run(suite: str, cells, statuses: dict[str, str], fuse="off", device: str = "cpu") -> None:
     from rich.console import Console
     from rich.table import Table
 
     import methods
     from bench.cell import Status
+    from bench.fusion.groups import plan
+    from bench.provenance import resolve_device
 
+    todo = [c for c in cells if statuses.get(c.cell_hash) != Status.DONE]
+    units = plan(todo, fuse, resolve_device(device).type)
+    fused = {cell.cell_hash: f"#{g + 1} ({len(members)} cells)" for g, (on, members) in
+             enumerate(u for u in units.units if u[0]) for cell in members}
     table = Table(title=f"suite {suite}: {len(cells)} cell(s)")
     for column in ("cell", "status", "method", "dataset", "imbalance", "seed", "model", "epochs", "milestones",
-                   "drw", "train", "augment", "select"):
+                   "drw", "train", "augment", "select", "fused group"):
         table.add_column(column)
     for cell in cells:
         c = cell.config
@@ -150,8 +176,15 @@ def _print_dry_run(suite: str, cells, statuses: dict[str, str]) -> None:
         drw = str(c["method_params"].get("drw_epoch")) if deferred else "—"
         table.add_row(cell.cell_hash, status, c["method"], c["dataset"], c["imbalance"], str(c["seed"]),
                       c["model"], str(c["epochs"]), ",".join(map(str, c["milestones"])) or "—", drw, train,
-                      c["augment"], _selection(c))
+                      c["augment"], _selection(c), fused.get(cell.cell_hash, "—"))
     console = Console(width=210)
     console.print(table)
     done = sum(statuses.get(c.cell_hash) == Status.DONE for c in cells)
     console.print(f"{done} done, {len(cells) - done} to run")
+    if fused:
+        console.print(f"fuse = {fuse}: {len(fused)} cell(s) in {len({v for v in fused.values()})} fused group(s)")
+    reasons: dict[str, int] = {}
+    for reason in units.reasons.values():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in reasons.items():
+        console.print(f"not fused: {count} cell(s), {reason}")

@@ -57,6 +57,7 @@ def write_outcome(session: Session, run: Run, result: CellResult) -> None:
     run.git_commit = prov.get("git_commit")
     run.versions_json = json.dumps(prov.get("versions", {}), sort_keys=True) if prov else None
     run.subset_hash = prov.get("subset_hash")
+    run.fused_members = prov.get("fused")  # bench.fusion: the group's size, None when the cell trained alone
     if result.class_names:
         run.class_names_json = json.dumps(list(result.class_names))
     selection = result.selection or {}

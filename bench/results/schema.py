@@ -82,6 +82,7 @@ class Run(Base):
     selected_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)  # revision 0002 (model selection)
     val_clean: Mapped[float | None] = mapped_column(Float, nullable=True)
     val_robust: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fused_members: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 0003: cells trained as one model
 
 
 class ClassMetric(Base):

@@ -1,0 +1,109 @@
+"""Which cells train together: fused groups, decided from the cells' configs and their methods' capabilities.
+
+Cells fuse when they share everything the stacked pass shares — the data (dataset, its arguments, imbalance,
+seed), the architecture (model and the method's classifier), the schedule and batch size, the training attack
+and the precision policy — and differ only in what each member carries itself: its method (loss, class weights,
+attack objective, budget and start, sampler, stage schedule, run state, inference bias) and its augmentation.
+A cell is never fused when its method or config needs what the fused trainer does not do yet; :func:`why_not`
+says what, in words, from capabilities and keys (never a method's name).
+
+The ``fuse`` setting (``bench.toml``'s ``[bench]`` or a suite's top level): ``"off"``; ``"auto"``; or a whole number
+``N`` ≥ 1, the largest group (fused on any device where the cell qualifies). ``"auto"`` is off for now: on 2 CPU
+cores the stacked cnn-small step is slower than separate eager steps (README, Speed), so fusing would not pay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.cell import Cell
+from bench.errors import BenchError
+
+FUSE_VALUES = ("auto", "off")
+STACKED_MODELS = ("cnn-small", "linear")  # bench.fusion.stacked.STACKED_BACKBONES, by the models' names
+# Keys a member may hold on its own; every other key of the config must be equal across a group.
+MEMBER_KEYS = ("method", "method_args", "method_params", "augment", "eval_attacks", "eval_batch_size", "features",
+               "eval_precision", "suite")
+AUTO_LIMIT = 16  # members per group under "auto" (when it fuses)
+
+
+def check_fuse(value: Any, where: str) -> Any:
+    """``value`` if it is a valid ``fuse`` setting, else a one-line error naming the allowed ones."""
+    if value in FUSE_VALUES or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise BenchError(f"{where}: fuse = {value!r} is unknown; valid: \"auto\", \"off\" or a whole number >= 1")
+
+
+def group_limit(fuse: Any, device_type: str) -> int:
+    """The largest group for a ``fuse`` setting on a device; 0 = no fusion."""
+    if fuse == "off" or fuse == "auto":  # auto: not yet worth it anywhere measured (module doc)
+        return 0
+    return int(fuse)
+
+
+def why_not(config: Mapping[str, Any], device_type: str) -> str | None:
+    """Why a cell cannot train fused (``None`` = it can): the first unsupported need, in words."""
+    import methods
+    from methods.base import Method
+
+    if config["model"] not in STACKED_MODELS:
+        return f"model {config['model']} has no stacked forward (fused: {', '.join(STACKED_MODELS)})"
+    method = methods.for_cell(dict(config))
+    if method.awp_gamma > 0 or type(method).around_step is not Method.around_step:
+        return "its method wraps the optimisation step (around_step, e.g. AWP)"
+    if config.get("val_split") or config.get("select", "last") != "last":
+        return "validation-split model selection"
+    attack = config["train_attack"]
+    if isinstance(attack, Mapping) and attack.get("bn_mode", "train") not in ("train", "eval"):
+        return f"batch norm {attack['bn_mode']!r} while crafting the training attack"
+    if isinstance(attack, Mapping) and attack.get("start", "symmetric") != "symmetric":
+        return f"the training attack's {attack['start']!r} start"
+    if config.get("precision", "auto") == "bf16" or (device_type == "cuda" and config.get("precision") != "fp32"):
+        return "bf16 training (the fused path is fp32)"
+    if device_type == "cuda" and config.get("compile") is True:
+        return "a compiled backbone"
+    return None
+
+
+def _key(config: Mapping[str, Any], classifier: str) -> str:
+    import json
+
+    shared = {k: v for k, v in config.items() if k not in MEMBER_KEYS}
+    return json.dumps([shared, classifier], sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The cells in run order as units: a fused group (``fused`` True, one or more cells) or one unfused cell;
+    ``reasons`` maps an unfused cell's hash to why it is not fused (when fusion is on)."""
+
+    units: list[tuple[bool, list[Cell]]]
+    reasons: dict[str, str]
+
+
+def plan(cells: Sequence[Cell], fuse: Any, device_type: str) -> Plan:
+    """Group ``cells`` for a ``fuse`` setting; a group keeps the order of its first cell, groups hold at most
+    the setting's number of members."""
+    import methods
+
+    limit = group_limit(fuse, device_type)
+    if limit == 0:
+        return Plan([(False, [c]) for c in cells], {})
+    units: list[tuple[bool, list[Cell]]] = []
+    open_groups: dict[str, list[Cell]] = {}
+    reasons: dict[str, str] = {}
+    for cell in cells:
+        reason = why_not(cell.config, device_type)
+        if reason is not None:
+            reasons[cell.cell_hash] = reason
+            units.append((False, [cell]))
+            continue
+        key = _key(cell.config, methods.for_cell(dict(cell.config)).classifier)
+        group = open_groups.get(key)
+        if group is None or len(group) >= limit:
+            group = open_groups[key] = []
+            units.append((True, group))
+        group.append(cell)
+    return Plan(units, reasons)

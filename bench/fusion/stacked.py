@@ -1,0 +1,193 @@
+"""Stacked forward passes: M members of one architecture computed as one model, each with its own weights.
+
+Member ``m``'s parameters stay where the unfused runner keeps them — the ``Classifier`` it would train alone — and
+each forward stacks them along a leading member dimension (``torch.stack``: a copy whose backward hands every
+member exactly its own gradient). Every operation is chosen so that a member's arithmetic does not depend on how
+many members share the pass (the CPU bit-identity of issue 16):
+
+* convolution is ``unfold`` (im2col, a pure copy) and one ``torch.bmm`` over the member dimension — each member's
+  product is the same GEMM whatever ``M`` is (grouped convolution is not: its CPU backward picks another kernel
+  for ``groups > 1``);
+* batch norm is ``F.batch_norm`` over ``M·C`` channels, whose CPU kernels reduce, normalise and update the running
+  statistics channel by channel; member ``m``'s running statistics are copied back into its own buffers;
+* the heads (linear, cosine, projection) are ``torch.bmm`` plus a bias added in a separate, single-rounding op.
+
+Shapes: inputs ``[M, N, C, H, W]`` (or ``[M, N, D]``), logits ``[M, N, K]``, features ``[M, N, F]``.
+Supported backbones (:data:`STACKED_BACKBONES`): cnn-small's :class:`bench.models.SmallCNN` and the ``linear``
+model's ``Flatten``; the grouping (:mod:`bench.fusion.groups`) keeps every other model unfused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.models import Classifier, CosineClassifier, SmallCNN
+
+
+def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.bmm`` over members whose per-member result does not depend on the member count.
+
+    With more than one thread the CPU runs a batch of one as a multi-threaded GEMM and a larger batch as one
+    single-threaded GEMM per item, and for some shapes (a transposed 9 × 16 operand, the heads' backward) the two
+    round differently. A single member is therefore computed as a batch of two (itself and a detached copy whose
+    result is dropped), the path every larger batch takes.
+    """
+    if a.shape[0] != 1:
+        return torch.bmm(a, b)
+    return torch.bmm(_twice(a), _twice(b))[:1]
+
+
+def _twice(t: torch.Tensor) -> torch.Tensor:
+    """``[1, R, C]`` → ``[2, R, C]`` (``t`` and a detached copy) with the strides a stack of two would have: a
+    transposed operand stays transposed, so the GEMM sees the same layout as for any larger member count."""
+    if t.is_contiguous():
+        return torch.cat([t, t.detach()])
+    if t.transpose(1, 2).is_contiguous():
+        return torch.cat([t.transpose(1, 2), t.detach().transpose(1, 2)]).transpose(1, 2)
+    raise ValueError(f"bmm operand with strides {t.stride()} is neither contiguous nor a transposed contiguous one")
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """Member-wise convolution: ``x`` ``[N, M·C, H, W]``, ``weight`` ``[M, O, C, k, k]`` → ``[N, M·O, H', W']``.
+
+    The ``k·k`` shifted (strided) views of the padded input are stacked once into the ``[M, k·k·C, N·L]`` operand,
+    and the weight is permuted to ``[M, O, k·k·C]`` to match (``F.unfold``'s im2col, and the backward of
+    ``Tensor.unfold``, are far slower on these small images)."""
+    n, _, h, w = x.shape
+    m, o, c, k, _ = weight.shape
+    padded = F.pad(x, (padding,) * 4).view(n, m, c, h + 2 * padding, w + 2 * padding).permute(1, 2, 0, 3, 4)
+    h_out = (h + 2 * padding - k) // stride + 1
+    w_out = (w + 2 * padding - k) // stride + 1
+    shifts = [padded[..., i:i + stride * (h_out - 1) + 1:stride, j:j + stride * (w_out - 1) + 1:stride]
+              for i in range(k) for j in range(k)]  # k·k views [M, C, N, H', W']
+    cols = torch.stack(shifts, dim=1).view(m, k * k * c, n * h_out * w_out)
+    kernel = weight.permute(0, 1, 3, 4, 2).reshape(m, o, k * k * c)
+    out = bmm(kernel, cols)  # [M, O, N·L]: one GEMM per member
+    return out.view(m, o, n, h_out * w_out).permute(2, 0, 1, 3).reshape(n, m * o, h_out, w_out)
+
+
+class BatchNorms:
+    """The running statistics of one ``BatchNorm2d`` across members, as ``[M·C]`` tensors for ``F.batch_norm``."""
+
+    def __init__(self, layers: Sequence[nn.BatchNorm2d]) -> None:
+        self.layers = list(layers)
+        self.mean = torch.cat([b.running_mean for b in layers])
+        self.var = torch.cat([b.running_var for b in layers])
+        self.eps = layers[0].eps
+        self.momentum = layers[0].momentum
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, training: bool) -> torch.Tensor:
+        out = F.batch_norm(x, self.mean, self.var, weight.reshape(-1), bias.reshape(-1), training, self.momentum,
+                           self.eps)
+        if training:
+            for b in self.layers:
+                b.num_batches_tracked.add_(1)
+        return out
+
+    def write_back(self) -> None:
+        """Copy each member's running statistics into its own module (exact copies)."""
+        c = self.layers[0].num_features
+        for i, b in enumerate(self.layers):
+            b.running_mean.copy_(self.mean[i * c:(i + 1) * c])
+            b.running_var.copy_(self.var[i * c:(i + 1) * c])
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(list(tensors))
+
+
+class StackedClassifier:
+    """M :class:`bench.models.Classifier` members (one architecture) evaluated as one stacked model.
+
+    ``weights(grad)`` stacks the members' parameters (with autograd when ``grad``); a forward then takes those
+    stacked weights. The members keep their own running statistics (:meth:`sync_buffers` copies them back) and
+    ``logit_bias``.
+    """
+
+    def __init__(self, members: Sequence[Classifier]) -> None:
+        self.members = list(members)
+        first = self.members[0]
+        kinds = {type(m.backbone) for m in self.members} | {type(m.classifier) for m in self.members}
+        if len({type(m.backbone) for m in self.members}) != 1 or len({type(m.classifier) for m in self.members}) != 1:
+            raise ValueError(f"members of a stacked model must share one architecture, got {sorted(map(str, kinds))}")
+        self.backbone = STACKED_BACKBONES.get(type(first.backbone))
+        if self.backbone is None:
+            raise ValueError(f"no stacked forward for backbone {type(first.backbone).__name__}")
+        self.cosine = isinstance(first.classifier, CosineClassifier)
+        self.names = [name for name, _ in first.named_parameters() if not name.startswith("head.")]
+        self.norms = _batch_norms(self.members)
+
+    def weights(self, grad: bool) -> dict[str, torch.Tensor]:
+        """Every parameter stacked over members ``[M, ...]``; detached copies unless ``grad``."""
+        per_member = [dict(m.named_parameters()) for m in self.members]
+        with torch.set_grad_enabled(grad):
+            return {name: _stack([p[name] if grad else p[name].detach() for p in per_member]) for name in self.names}
+
+    def forward_features(self, w: dict[str, torch.Tensor], x: torch.Tensor,
+                         training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits [M, N, K], h [M, N, F])`` of stacked inputs ``x`` ``[M, N, ...]``."""
+        h = self.backbone(self, w, x, training)
+        if self.cosine:
+            logits = bmm(F.normalize(h, dim=2), F.normalize(w["classifier.weight"], dim=2).transpose(1, 2))
+        else:
+            logits = bmm(h, w["classifier.weight"].transpose(1, 2)) + w["classifier.bias"][:, None, :]
+        bias = _stack([m.logit_bias for m in self.members])
+        return logits + bias[:, None, :], h
+
+    def project(self, h: torch.Tensor, members: Sequence[int]) -> torch.Tensor:
+        """SRAT's projection head of the members at positions ``members`` only: ``[M, N, F]`` →
+        ``[len(members), N, 128]``. The head's weights are stacked from those members alone, so the other members'
+        heads get no gradient (``None``, as unfused), not a zero one that weight decay and momentum would act on."""
+        idx = torch.as_tensor(list(members), device=h.device)
+        h = h.index_select(0, idx)
+        head = {name: _stack([dict(self.members[i].named_parameters())[name] for i in members])
+                for name in ("head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias")}
+        z = torch.relu(bmm(h, head["head.0.weight"].transpose(1, 2)) + head["head.0.bias"][:, None, :])
+        z = bmm(z, head["head.2.weight"].transpose(1, 2)) + head["head.2.bias"][:, None, :]
+        return F.normalize(z, dim=2)
+
+    def sync_buffers(self) -> None:
+        """Copy the stacked running statistics back into each member's modules."""
+        for norm in self.norms.values():
+            norm.write_back()
+
+    def reload_buffers(self) -> None:
+        """Re-read the members' running statistics (after a member's state was loaded or replaced)."""
+        self.norms = _batch_norms(self.members)
+
+
+def _batch_norms(members: Sequence[Classifier]) -> dict[str, BatchNorms]:
+    per_member = [dict(m.named_modules()) for m in members]
+    names = [n for n, mod in per_member[0].items() if isinstance(mod, nn.BatchNorm2d)]
+    return {n: BatchNorms([p[n] for p in per_member]) for n in names}
+
+
+def _small_cnn(model: StackedClassifier, w: dict[str, torch.Tensor], x: torch.Tensor, training: bool) -> torch.Tensor:
+    m, n = x.shape[:2]
+    out = x.transpose(0, 1).reshape(n, m * x.shape[2], *x.shape[3:])  # [N, M·C, H, W]
+    # SmallCNN.net: conv (0) bn (1) relu, conv (3, stride 2) bn (4) relu, conv (6, stride 2) bn (7) relu, pool
+    for conv, norm, stride in (("0", "1", 1), ("3", "4", 2), ("6", "7", 2)):
+        out = conv2d(out, w[f"backbone.net.{conv}.weight"], stride, 1)
+        out = model.norms[f"backbone.net.{norm}"](out, w[f"backbone.net.{norm}.weight"],
+                                                  w[f"backbone.net.{norm}.bias"], training)
+        out = torch.relu(out)
+    pooled = F.adaptive_avg_pool2d(out, 1).view(n, m, -1)
+    return pooled.transpose(0, 1).contiguous()  # [M, N, F]
+
+
+def _flatten(model: StackedClassifier, w: dict[str, torch.Tensor], x: torch.Tensor, training: bool) -> torch.Tensor:
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+Backbone = Callable[[StackedClassifier, dict, torch.Tensor, bool], torch.Tensor]
+# Backbone classes with a stacked forward; a model whose backbone is not here is never fused.
+STACKED_BACKBONES: dict[type, Backbone] = {SmallCNN: _small_cnn, nn.Flatten: _flatten}
+
+
+def stackable(model: Classifier) -> bool:
+    """Whether a model's architecture has a stacked forward."""
+    return type(model.backbone) in STACKED_BACKBONES

@@ -1,0 +1,300 @@
+"""Fused training: the cells of a group trained as one stacked model, each exactly as it would train fused alone.
+
+Every member keeps what :func:`bench.train.train` would keep for its cell — its ``Classifier`` (built from its
+seed), its own SGD optimiser, batch-order and noise generators, method state and checkpoint — and goes through the
+same recipe: its sampler draws its epoch, it augments its own batch with its own generator, its method sets the
+attack's objective, budget and start, its loss, class weights, stage schedule and inference bias. What is shared is
+the arithmetic: each forward and backward runs once over the stacked members (:mod:`bench.fusion.stacked`), and the
+PGD update is one set of single-rounding tensor operations over all members (bit for bit each member's own formula).
+
+A member's numbers do not depend on its company (CPU): every stacked operation computes a member's slice the same
+way whatever the member count, and a pass that concerns only some members (the clean forward of TRADES-like
+methods, the attack of members whose stage schedule trains naturally this epoch) runs over those members only, so
+no member's batch-norm statistics see a forward its unfused run would not make. A member whose loss is not finite
+at the end of an epoch ends there (``Diverged``, its own outcome); the others go on.
+
+Checkpoints are ``bench.train``'s, one per member (``runs/<hash>/checkpoint.pt``), so a fused cell resumes unfused
+and the other way round; members resumed at different epochs train together from the epoch each is at.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bench import train as unfused
+from bench.attacks import _per_sample
+from bench.augment import augment
+from bench.data import PreparedData
+from bench.errors import Diverged
+from bench.fusion.stacked import StackedClassifier
+from bench.train import (
+    CHECKPOINT,
+    TrainOutcome,
+    build_cell_model,
+    lr_at,
+    make_generators,
+)
+from methods import LossInputs, Method
+from methods.samplers import SAMPLERS
+
+OnEpoch = Callable[[int, int, dict], None]
+
+
+@dataclass
+class Member:
+    """One cell of a fused group and everything its unfused run would hold."""
+
+    config: dict[str, Any]
+    method: Method
+    run_dir: Path
+    on_epoch: OnEpoch | None = None
+    model: Any = None
+    optimizer: Any = None
+    order_gen: Any = None
+    noise_gen: Any = None
+    outcome: TrainOutcome | None = None
+    state: dict = field(default_factory=dict)
+    start: int = 0
+    error: BaseException | None = None  # set when the member ended early (Diverged)
+
+
+def _fresh(member: Member, data: PreparedData, counts: torch.Tensor) -> None:
+    """A member's first-epoch objects, as :func:`bench.train.train` makes them (fp32 eager: the fused path's policy)."""
+    config = member.config
+    member.model = build_cell_model(config, member.method, data)
+    member.optimizer = torch.optim.SGD(member.model.parameters(), lr=config["lr"], momentum=config["momentum"],
+                                       weight_decay=config["weight_decay"], foreach=True)
+    member.order_gen, member.noise_gen = make_generators(config["seed"], data.train_x.device)
+    member.outcome = TrainOutcome(member.model)
+    member.state = member.method.init_state(counts)
+    member.start = 0
+
+
+def _load(member: Member, data: PreparedData, counts: torch.Tensor) -> None:
+    """Fresh objects, then the member's checkpoint if it has one (set aside and restarted when unreadable)."""
+    _fresh(member, data, counts)
+    member.run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = member.run_dir / CHECKPOINT
+    if not checkpoint.exists():
+        return
+    try:
+        member.start = unfused._resume(checkpoint, member.config, member.model, member.optimizer, member.order_gen,
+                                       member.noise_gen, member.outcome, member.state)
+    except Exception as exc:
+        if isinstance(exc, PermissionError) or "out of memory" in str(exc):
+            raise
+        aside = unfused.set_aside(checkpoint)
+        print(f"{checkpoint} cannot be resumed ({unfused._why_unreadable(exc)}); kept as {aside.name}, the cell "
+              "restarts from scratch", file=sys.stderr, flush=True)
+        _fresh(member, data, counts)
+
+
+class _Stacks:
+    """Stacked models over subsets of the members, keeping each member's batch-norm statistics in one place: when
+    another subset's stack is used, the previous one writes its statistics back to the members first."""
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self.members = members
+        self.cache: dict[tuple[int, ...], StackedClassifier] = {}
+        self.current: StackedClassifier | None = None
+
+    def get(self, indices: Sequence[int]) -> StackedClassifier:
+        key = tuple(indices)
+        stack = self.cache.get(key)
+        if stack is None:
+            stack = self.cache[key] = StackedClassifier([self.members[i].model for i in key])
+        if stack is not self.current:
+            if self.current is not None:
+                self.current.sync_buffers()
+            stack.reload_buffers()
+            self.current = stack
+        return stack
+
+    def sync(self) -> None:
+        if self.current is not None:
+            self.current.sync_buffers()
+        self.current = None
+        self.cache.clear()
+
+
+def _fused_pgd(stack: StackedClassifier, x: torch.Tensor, y: torch.Tensor, members: Sequence[Member],
+               budgets: Sequence[Any], losses: Sequence[Any], attack: dict, bounds, training: bool) -> torch.Tensor:
+    """:func:`bench.attacks.pgd` for each member of ``stack`` at once; ``x`` ``[A, N, ...]``, ``y`` ``[A, N]``.
+
+    Each member's start uses its own generator and formula; each step's update ``x0 + clip(x + α·sign(g) − x0, −ε,
+    ε)`` is computed over all members with per-member ``α``/``ε`` tensors: every operation rounds once (``α·sign(g)``
+    is exact), so a member's result is bit for bit its own formula's.
+    """
+    x0 = x.detach()
+    starts, alphas, epss = [], [], []
+    for i, (member, budget) in enumerate(zip(members, budgets)):
+        xi = x0[i]
+        eps, alpha, start_eps = budget.eps, budget.alpha, budget.start_eps
+        per_sample = any(isinstance(v, torch.Tensor) for v in (eps, alpha, start_eps))
+        if per_sample:
+            eps, alpha, start_eps = (None if v is None else _per_sample(v, xi) for v in (eps, alpha, start_eps))
+        radius = eps if start_eps is None else start_eps
+        if attack["random_start"] and (per_sample or radius > 0):
+            std = member.method.attack_start_std
+            if std is not None:
+                xa = xi + std * torch.randn(xi.shape, generator=member.noise_gen, device=xi.device, dtype=xi.dtype)
+            else:
+                noise = torch.rand(xi.shape, generator=member.noise_gen, device=xi.device, dtype=xi.dtype)
+                xa = xi + (2 * noise - 1) * radius
+        else:
+            xa = xi.clone()
+        starts.append(xa)
+        shape = (-1,) + (1,) * (xi.dim() - 1)
+        alphas.append(torch.as_tensor(alpha, dtype=xi.dtype, device=xi.device).expand(xi.shape[0]).reshape(shape))
+        epss.append(torch.as_tensor(eps, dtype=xi.dtype, device=xi.device).expand(xi.shape[0]).reshape(shape))
+    x_adv = torch.stack(starts)
+    if bounds is not None:
+        x_adv = x_adv.clamp(*bounds)
+    alpha_t, eps_t = torch.stack(alphas), torch.stack(epss)
+    w = stack.weights(grad=False)
+    for _ in range(attack["steps"]):
+        x_adv.requires_grad_(True)
+        logits, _ = stack.forward_features(w, x_adv, training)
+        objectives = [F.cross_entropy(logits[i], y[i]) if loss is None else loss(logits[i], y[i]).sum()
+                      for i, loss in enumerate(losses)]
+        (grad,) = torch.autograd.grad(torch.stack(objectives).sum(), x_adv)
+        with torch.no_grad():
+            x_adv = x_adv.detach().addcmul_(grad.sign_(), alpha_t).sub_(x0)
+            x_adv = torch.max(torch.min(x_adv, eps_t), -eps_t).add_(x0)
+            if bounds is not None:
+                x_adv.clamp_(*bounds)
+    return x_adv.detach()
+
+
+def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutcome | BaseException]:
+    """Train every member; returns, per member, its :class:`TrainOutcome` or the exception that ended it."""
+    device = data.train_x.device
+    counts = torch.as_tensor(data.train_counts, dtype=torch.float32, device=device)
+    for member in members:
+        _load(member, data, counts)
+    labels = data.train_y.cpu()
+    n = data.train_x.shape[0]
+    first = members[0].config
+    batch_size, attack, epochs = first["batch_size"], first["train_attack"], first["epochs"]
+    samplers = [SAMPLERS.get(m.method.sampler) for m in members]
+    stacks = _Stacks(members)
+    for epoch in range(min(m.start for m in members), epochs):
+        active = [i for i, m in enumerate(members) if m.error is None and m.start <= epoch]
+        if not active:
+            continue
+        t0 = time.perf_counter()
+        weights, perms = {}, {}
+        for i in active:
+            m = members[i]
+            for group in m.optimizer.param_groups:
+                group["lr"] = lr_at(epoch, m.config)
+            weight = m.method.class_weights(epoch, data.train_counts)
+            weights[i] = weight.to(device) if weight is not None else None
+            perms[i] = samplers[i](labels, m.order_gen).to(device)
+        if len({perms[i].shape[0] for i in active}) != 1:
+            raise ValueError("fused members' samplers drew epochs of different lengths")
+        length = perms[active[0]].shape[0]
+        attacking = [i for i in active if attack != "none" and members[i].method.attack_on(epoch)]
+        clean_for_attack = [i for i in attacking if members[i].method.attack_uses_clean]
+        clean_for_loss = [i for i in active if members[i].method.needs_clean_logits]
+        loss_sum = {i: torch.zeros((), device=device) for i in active}
+        correct = {i: torch.zeros((), device=device, dtype=torch.long) for i in active}
+        for start_idx in range(0, length, batch_size):
+            xs, ys = {}, {}
+            for i in active:
+                idx = perms[i][start_idx:start_idx + batch_size]
+                xs[i] = augment(data.train_x[idx], members[i].config["augment"], members[i].noise_gen,
+                                bounds=data.bounds)
+                ys[i] = data.train_y[idx]
+            x_adv = dict(xs)
+            if attacking:
+                bn_train = attack["bn_mode"] == "train"
+                clean_att = {}
+                if clean_for_attack:
+                    stack = stacks.get(clean_for_attack)
+                    with torch.no_grad():
+                        logits, _ = stack.forward_features(stack.weights(grad=False),
+                                                           torch.stack([xs[i] for i in clean_for_attack]), bn_train)
+                    clean_att = {i: logits[k] for k, i in enumerate(clean_for_attack)}
+                budgets = [members[i].method.attack_budget(epoch, epochs, ys[i], attack["eps"], attack["alpha"],
+                                                           counts) for i in attacking]
+                losses = [members[i].method.attack_loss(clean_att.get(i), members[i].state) for i in attacking]
+                stack = stacks.get(attacking)
+                adv = _fused_pgd(stack, torch.stack([xs[i] for i in attacking]),
+                                 torch.stack([ys[i] for i in attacking]), [members[i] for i in attacking], budgets,
+                                 losses, attack, data.bounds, bn_train)
+                for k, i in enumerate(attacking):
+                    x_adv[i] = adv[k]
+            clean_logits = {}
+            if clean_for_loss:
+                stack = stacks.get(clean_for_loss)
+                logits, _ = stack.forward_features(stack.weights(grad=True),
+                                                   torch.stack([xs[i] for i in clean_for_loss]), True)
+                clean_logits = {i: logits[k] for k, i in enumerate(clean_for_loss)}
+            stack = stacks.get(active)
+            w = stack.weights(grad=True)
+            logits, h = stack.forward_features(w, torch.stack([x_adv[i] for i in active]), True)
+            projecting = [k for k, i in enumerate(active) if members[i].method.uses_projection]
+            projection = dict(zip(projecting, stack.project(h, projecting))) if projecting else {}
+            inputs, total = {}, []
+            for k, i in enumerate(active):
+                method = members[i].method
+                inputs[i] = LossInputs(logits=logits[k], targets=ys[i], class_counts=counts, epoch=epoch,
+                                       weight=weights[i],
+                                       projection=projection.get(k),
+                                       clean_logits=clean_logits.get(i), features=h[k])
+                total.append(method.loss(inputs[i]))
+            for i in active:
+                members[i].optimizer.zero_grad(set_to_none=True)
+            torch.stack(total).sum().backward()
+            for k, i in enumerate(active):
+                members[i].optimizer.step()
+                members[i].method.observe(members[i].state, inputs[i])
+                loss_sum[i] += total[k].detach() * ys[i].shape[0]
+                correct[i] += (inputs[i].logits.detach().argmax(1) == ys[i]).sum()
+        stacks.sync()
+        seconds = (time.perf_counter() - t0) / len(active)  # the group's time, split evenly between its members
+        for i in active:
+            m = members[i]
+            m.method.end_epoch(m.state, epoch)
+            mean_loss = float(loss_sum[i]) / n
+            if not math.isfinite(mean_loss):
+                m.error = Diverged(f"training loss is {mean_loss} at epoch {epoch}")
+                continue
+            _end_epoch(m, epoch, lr_at(epoch, m.config), mean_loss, int(correct[i]) / n, seconds, n)
+    out: list[TrainOutcome | BaseException] = []
+    for m in members:
+        if m.error is not None:
+            out.append(m.error)
+            continue
+        m.model.set_logit_bias(m.method.inference_bias(data.train_counts))
+        out.append(m.outcome)
+    return out
+
+
+def _end_epoch(m: Member, epoch: int, lr: float, loss: float, accuracy: float, seconds: float, n: int) -> None:
+    """The member's curve row and checkpoint, exactly as :func:`bench.train.train` writes them."""
+    m.outcome.train_seconds += seconds
+    m.outcome.images += n
+    row = {"epoch": epoch, "lr": lr, "loss": loss, "train_accuracy": accuracy, "seconds": seconds}
+    m.outcome.curves.append(row)
+    unfused._save_atomic(
+        {
+            "epoch": epoch, "model": m.model.state_dict(), "optimizer": m.optimizer.state_dict(),
+            "order_rng": m.order_gen.get_state(), "noise_rng": m.noise_gen.get_state(),
+            "curves": m.outcome.curves, "train_seconds": m.outcome.train_seconds, "images": m.outcome.images,
+            "method_state": m.state,
+        },
+        m.run_dir / CHECKPOINT,
+    )
+    if m.on_epoch is not None:
+        m.on_epoch(epoch + 1, m.config["epochs"], row)

@@ -1,0 +1,209 @@
+"""Fused cells (issue 16): a member's numbers do not depend on its company, stay within tolerance of the unfused
+path, a diverging member ends alone, a killed group resumes exactly, and a fused cell's result is an unfused one's.
+
+Tolerance against the unfused runner: after the fixed short run below (2 epochs, PGD-2), every epoch's training loss
+within 1 % and clean test accuracy within 2 points (the stacked convolution sums in another order; measured: CE and
+SRAT-CE identical accuracy, LDAM 0.3 points apart)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import methods
+from bench.data import prepare
+from bench.errors import Diverged
+from bench.evaluate import evaluate
+from bench.fusion.groups import check_fuse, plan, why_not
+from bench.fusion.train import Member, train_fused
+from bench.settings import Settings
+from bench.suite import load_suite
+from bench.train import train
+
+# A fixed tiny problem: the quick suite's digits cells at seed 0, 2 epochs, PGD-2.
+OVERRIDES = {"epochs": 2, "method_args": {"drw_epoch": 1}, "train_attack": {"kind": "pgd", "eps": 0.1, "alpha": 0.025, "steps": 2}}
+METHODS = ("ce", "ldam", "srat-ce", "cb-reweight")
+
+
+@pytest.fixture(scope="module")
+def problem():
+    suite = load_suite(Path(__file__).parents[1] / "suites" / "quick.toml", Settings(), overrides=OVERRIDES)
+    cells = {c.config["method"]: c for c in suite.cells
+             if c.config["seed"] == 0 and c.config["imbalance"] == "step-10" and c.config["train_attack"] != "none"}
+    cfg = cells["ce"].config
+    data = prepare(cfg["dataset"], cfg["imbalance"], cfg["seed"], root=Path("data"), args=cfg["dataset_args"],
+                   device=torch.device("cpu"))
+    return [cells[m] for m in METHODS], data
+
+
+def _fused(cells, data, run_dir: Path, method_for=methods.for_cell):
+    members = [Member(c.config, method_for(c.config), run_dir / c.cell_hash) for c in cells]
+    return train_fused(members, data)
+
+
+def _same(a, b) -> bool:
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa) and [r["loss"] for r in a.curves] == [r["loss"] for r in b.curves]
+
+
+def test_a_member_is_bit_identical_whatever_its_company(problem, tmp_path):
+    cells, data = problem
+    alone = [_fused([c], data, tmp_path / f"alone{i}")[0] for i, c in enumerate(cells)]
+    pair = _fused(cells[:2], data, tmp_path / "pair")
+    four = _fused(cells, data, tmp_path / "four")
+    for i in range(2):
+        assert _same(alone[i], pair[i])
+    for i in range(4):
+        assert _same(alone[i], four[i]), METHODS[i]
+    # the checkpoint is the unfused format: bench.train resumes it
+    assert set(torch.load(tmp_path / "four" / cells[0].cell_hash / "checkpoint.pt", weights_only=True)) >= {
+        "epoch", "model", "optimizer", "order_rng", "noise_rng", "curves", "method_state"}
+
+
+def test_within_tolerance_of_the_unfused_path(problem, tmp_path):
+    cells, data = problem
+    fused = _fused(cells[:2], data, tmp_path / "f")
+    for cell, out in zip(cells[:2], fused):
+        ref = train(cell.config, methods.for_cell(cell.config), data, tmp_path / "u" / cell.cell_hash)
+        for a, b in zip(out.curves, ref.curves):  # training losses within 1 % (LDAM's s = 30 amplifies rounding)
+            assert abs(a["loss"] - b["loss"]) <= 0.01 * abs(b["loss"])
+        acc_f = evaluate(out.model, data, cell.config)["clean"].mean()
+        acc_u = evaluate(ref.model, data, cell.config)["clean"].mean()
+        assert abs(acc_f - acc_u) <= 0.02
+
+
+def test_a_diverging_member_ends_alone(problem, tmp_path):
+    cells, data = problem
+
+    def method_for(config):
+        method = methods.for_cell(config)
+        if config["method"] != "ldam":
+            return method
+        base = type(method)
+
+        class Blows(base):  # the loss becomes NaN: only this member may end
+            def loss(self, inputs):
+                return base.loss(self, inputs) * float("nan")
+
+        return Blows(**{f: getattr(method, f) for f in method.hyperparameters()})
+
+    outs = _fused(cells, data, tmp_path / "nan", method_for)
+    clean = _fused(cells, data, tmp_path / "ok")
+    assert isinstance(outs[1], Diverged)
+    for i in (0, 2, 3):
+        assert _same(outs[i], clean[i])
+
+
+def test_a_killed_group_resumes_to_the_uninterrupted_result(problem, tmp_path):
+    cells, data = problem
+    whole = _fused(cells[:2], data, tmp_path / "whole")
+
+    class Killed(Exception):
+        pass
+
+    def stop(done, total, row):
+        raise Killed
+
+    members = [Member(c.config, methods.for_cell(c.config), tmp_path / "cut" / c.cell_hash) for c in cells[:2]]
+    members[1].on_epoch = stop  # dies after the second member's first checkpoint (the first's is written too)
+    with pytest.raises(Killed):
+        train_fused(members, data)
+    resumed = _fused(cells[:2], data, tmp_path / "cut")
+    assert resumed[0].resumed_from == 1 and resumed[1].resumed_from == 1
+    for a, b in zip(whole, resumed):
+        assert _same(a, b)
+    # and a fused checkpoint resumes unfused
+    members = [Member(c.config, methods.for_cell(c.config), tmp_path / "mixed" / c.cell_hash) for c in cells[:1]]
+    members[0].on_epoch = stop
+    with pytest.raises(Killed):
+        train_fused(members, data)
+    out = train(cells[0].config, methods.for_cell(cells[0].config), data, tmp_path / "mixed" / cells[0].cell_hash)
+    assert out.resumed_from == 1 and len(out.curves) == 2
+
+
+def test_grouping_uses_capabilities_and_keeps_hashes(problem):
+    cells, _ = problem
+    units = plan(cells, 4, "cpu").units
+    assert [len(group) for fused, group in units if fused] == [4]
+    assert plan(cells, "off", "cpu").units == [(False, [c]) for c in cells]
+    awp = dict(cells[0].config, method_args={"awp_gamma": 0.01})
+    awp["method_params"] = dict(awp["method_params"], awp_gamma=0.01)
+    assert "around_step" in why_not(awp, "cpu")
+    assert "stacked forward" in why_not(dict(cells[0].config, model="resnet18"), "cpu")
+    assert check_fuse(3, "x") == 3
+    with pytest.raises(Exception, match="fuse = 'sometimes' is unknown"):
+        check_fuse("sometimes", "x")
+
+
+SUITE = """
+name = "f"
+seeds = [0]
+{fuse}
+[defaults]
+epochs = 2
+train_attack = {{ kind = "pgd", eps = 0.1, alpha = 0.025, steps = 2 }}
+[[grid]]
+dataset = "digits"
+imbalance = "step-10"
+method = ["ce", "focal", "awp"]
+"""
+
+
+def _bench(tmp_path, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_the_suite_and_the_command_line_set_fuse_and_the_dry_run_shows_groups(tmp_path):
+    (tmp_path / "s.toml").write_text(SUITE.format(fuse="fuse = 4"))
+    out = _bench(tmp_path, "run", "s.toml", "--dry-run", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert out.returncode == 0, out.stderr
+    assert "fuse = 4: 2 cell(s) in 1 fused group(s)" in out.stdout
+    assert "not fused: 1 cell(s), its method wraps the optimisation step" in out.stdout
+    off = _bench(tmp_path, "run", "s.toml", "--dry-run", "--fuse", "off", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert off.returncode == 0 and "fused group(s)" not in off.stdout  # --fuse beats the suite's
+    (tmp_path / "bad.toml").write_text(SUITE.format(fuse='fuse = "sometimes"'))
+    bad = _bench(tmp_path, "run", "bad.toml", "--dry-run", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and '"auto", "off" or a whole number' in bad.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_fused_cells_store_what_unfused_cells_store(tmp_path):
+    """Through `bench run`: the same cells, rows and shapes fused (--fuse 3) and unfused (--fuse off); the numbers
+    within the stated tolerance; the result file records the group size."""
+    import sqlite3
+
+    import numpy as np
+
+    (tmp_path / "s.toml").write_text(SUITE.format(fuse=""))
+    tables = {}
+    for name, fuse in (("fused", "3"), ("unfused", "off")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "s.toml").write_text(SUITE.format(fuse=""))
+        out = _bench(tmp_path / name, "run", "s.toml", "--quiet", "--fuse", fuse, "--db",
+                     f"sqlite:///{tmp_path / name / 'b.db'}")
+        assert out.returncode == 0, out.stderr
+        with sqlite3.connect(tmp_path / name / "b.db") as con:
+            tables[name] = {
+                "runs": sorted(con.execute("select cell_hash, status, epochs_done from runs").fetchall()),
+                "metrics": sorted(con.execute("select r.cell_hash, m.attack, m.class_name, m.accuracy from "
+                                              "class_metrics m join runs r on r.id = m.run_id").fetchall()),
+                "curves": con.execute("select count(*) from epoch_metrics").fetchone(),
+            }
+    fused, unfused = tables["fused"], tables["unfused"]
+    assert fused["runs"] == unfused["runs"] and fused["curves"] == unfused["curves"]
+    assert [row[:3] for row in fused["metrics"]] == [row[:3] for row in unfused["metrics"]]
+    clean = [(a[3], b[3]) for a, b in zip(fused["metrics"], unfused["metrics"]) if a[1] == "clean"]
+    overall = np.array(clean).reshape(3, -1, 2).mean(axis=1)  # per cell: mean class accuracy, fused vs unfused
+    assert np.abs(overall[:, 0] - overall[:, 1]).max() <= 0.02 + 1e-9
+    with sqlite3.connect(tmp_path / "fused" / "b.db") as con:
+        fused_members = dict(con.execute("select method, fused_members from runs").fetchall())
+    with sqlite3.connect(tmp_path / "unfused" / "b.db") as con:
+        assert {m for (m,) in con.execute("select fused_members from runs")} == {None}
+    assert fused_members == {"ce": 2, "focal": 2, "awp": None}  # awp wraps the step: not fused
+    show = _bench(tmp_path / "fused", "show", fused["runs"][0][0], "--db", f"sqlite:///{tmp_path / 'fused' / 'b.db'}")
+    assert show.returncode == 0, show.stderr
