@@ -11,16 +11,24 @@ Each figure is the images trained per second by all M cells together (M × epoch
 time); per member it is that ÷ M. The three alternate within a round so machine load moves them alike; medians
 over the rounds.
 
-A CIFAR-shaped ResNet-18 on a GPU is not in the stacked models yet (``bench.fusion.groups.STACKED_MODELS``); the
-script says so when a GPU is present rather than measuring something else.
+``--case resnet18-cuda`` (issue 16's GPU target: 11 fused ResNet-18 members at least 2× the throughput of 11
+separate runs on the same card): CIFAR-shaped synthetic data (3×32×32, 10 classes, 2,048 images), resnet18, PGD-10,
+batch 128, fp32 eager for every path (the fused path's policy; TF32 convolutions as torch's default, cuDNN
+autotuning on), 1 epoch after a one-batch warm-up of each path. It prints images/s of (a) 1 and 11 fused members,
+(b) 11 unfused cells one after another (``bench.train.train``), (c) 11 unfused cells in 11 processes launched
+together on the card (timed from the first start to the last end, after every process has set up and warmed up);
+``--json`` keeps the figures (rewritten after each). Without CUDA it prints one line saying it needs a GPU;
+``--device cpu`` with tiny sizes runs the same code on the CPU (the GPU check's smoke test).
 
     python benchmarks/bench_fusion.py [--members 1,2,4,11] [--epochs 2] [--rounds 3] [--threads N]
+    python benchmarks/bench_fusion.py --case resnet18-cuda [--images 2048] [--members 1,11] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +48,7 @@ METHODS = ("ce", "focal", "ldam", "cb-reweight", "cb-focal", "drcb-ce", "drcb-fo
            "srat-focal", "srat-ldam")
 IMAGES = 512
 BATCH = 64
+CUDA_CASE = "resnet18-cuda"
 
 
 def _data(x: np.ndarray, y: np.ndarray) -> PreparedData:
@@ -93,13 +102,31 @@ def reference(m: int, epochs: int, x: np.ndarray, y: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--members", default="1,2,4,11")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--case", choices=("digits", CUDA_CASE), default="digits")
+    parser.add_argument("--members", default=None, help="group sizes (default 1,2,4,11; resnet18-cuda: 1,11)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs a cell (default 2; resnet18-cuda: 1)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    cuda = parser.add_argument_group("resnet18-cuda")
+    cuda.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test with tiny sizes")
+    cuda.add_argument("--images", type=int, default=2048)
+    cuda.add_argument("--size", type=int, default=32, help="image side (3×size×size)")
+    cuda.add_argument("--batch", type=int, default=128)
+    cuda.add_argument("--steps", type=int, default=10, help="PGD steps of the training attack")
+    cuda.add_argument("--separate", type=int, default=11, help="unfused cells, sequential and concurrent")
+    cuda.add_argument("--no-concurrent", action="store_true", help="skip the concurrent processes")
+    cuda.add_argument("--json", help="write the figures here (rewritten after each)")
+    cuda.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    cuda.add_argument("--sync-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.case == CUDA_CASE:
+        from bench_fusion_resnet import run_case
+
+        sys.exit(run_case(args))
+    args.members = args.members or "1,2,4,11"
+    args.epochs = args.epochs or 2
     print(machine.line(machine.describe()))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; digits-shaped {IMAGES} images, cnn-small, "
           f"PGD-10, batch {BATCH}, {args.epochs} epochs a cell, medians of {args.rounds} rounds")
@@ -119,7 +146,7 @@ def main() -> None:
         print(f"{m:>7}  {rate['fused']:>8,.0f}  {rate['unfused']:>8,.0f}  {rate['reference']:>9,.0f}  "
               f"{rate['fused'] / rate['unfused']:>13.2f}  {rate['fused'] / rate['reference']:>9.2f}")
     if torch.cuda.is_available():
-        print("GPU: a stacked resnet18 is not implemented yet (bench.fusion.groups.STACKED_MODELS): not measured")
+        print(f"GPU: python benchmarks/bench_fusion.py --case {CUDA_CASE}")
 
 
 if __name__ == "__main__":

@@ -11,14 +11,16 @@ sqlalchemy, pyautoattack, submitit and pytest missing; no package registry). It
 3. ``pytest_gpu``: ``python -m pytest -m gpu`` (the CUDA paths' tests);
 4. ``train_speed``: ``benchmarks/bench_train_speed.py --cases resnet18-cuda`` for bf16 + channels-last + compiled
    (the CUDA defaults) and for fp32 eager: runner vs reference-style loop, FLOP rate against the bf16 peak;
-5. ``bench_run``: a real ``bench run`` of CIFAR-10-format files the script writes (torchvision's layout, learnable
+5. ``fusion``: ``benchmarks/bench_fusion.py --case resnet18-cuda`` (issue 16): 1 and 11 fused ResNet-18 members
+   against 11 unfused cells one after another and 11 processes at once on the card, fp32 eager, 1,024 images;
+6. ``bench_run``: a real ``bench run`` of CIFAR-10-format files the script writes (torchvision's layout, learnable
    synthetic classes) with ResNet-18 for a few epochs and PGD-20 evaluation of the 10,000 test images; epoch times
    from the results database (the first epoch includes compiling, the others do not), and the evaluation timed on
    its own by ``bench evaluate`` (PGD-20 minus a zero-step baseline);
-6. ``packing``: the same digits cells with ``bench run --workers 1, 2, 4, 8`` on the card, cells per minute;
-7. ``autoattack``: a ResNet-18 cell on 1,000 test images, then ``bench evaluate`` with APGD-CE alone and with
+7. ``packing``: the same digits cells with ``bench run --workers 1, 2, 4, 8`` on the card, cells per minute;
+8. ``autoattack``: a ResNet-18 cell on 1,000 test images, then ``bench evaluate`` with APGD-CE alone and with
    standard AutoAttack, each timed against a zero-step baseline;
-8. ``train_speed_extra`` (budget left): bf16 eager channels-last and bf16 eager contiguous, so the gain of each
+9. ``train_speed_extra`` (budget left): bf16 eager channels-last and bf16 eager contiguous, so the gain of each
    switch (bf16, channels-last, compile) is known.
 
 Every phase runs in its own processes with a time-out cut from one overall budget (``--budget``, 480 s), so one slow
@@ -99,7 +101,9 @@ MODES: dict[str, dict[str, Any]] = {
         "epochs": 3, "batch_size": 128, "imbalance": "step-10", "aa_n_max": 500,
         "eval_resolution_s": 3.0, "eval_copies": 10,  # a PGD-20 evaluation shorter than 3 s is timed 10 at once
         "packing_workers": [1, 2, 4, 8], "packing_cells": 8, "packing_epochs": 4, "packing_defaults": "",
-        "caps": {"setup": 150, "environment": 60, "pytest_gpu": 120, "speed": 150, "speed_fp32": 100,
+        # 11 cells × 1,024 images in each of the three 11-cell rows: small enough for the cap below
+        "fusion_args": ["--images", "1024"],
+        "caps": {"setup": 150, "environment": 60, "pytest_gpu": 120, "speed": 150, "speed_fp32": 100, "fusion": 100,
                  "speed_extra": 75, "run": 180, "evaluate": 90, "packing": 75, "aa_run": 90,
                  "aa_evaluate": 150},
     },
@@ -112,17 +116,21 @@ MODES: dict[str, dict[str, Any]] = {
         "packing_workers": [2], "packing_cells": 2, "packing_epochs": 1,  # --workers 1 is the bench_run path
         # the smoke test needs the path, not the figure: a one-step evaluation and no guards keep a cell short
         "packing_defaults": 'eval_attacks = [{ kind = "fgsm", eps = 0.1 }]\nguards = []\n',
+        # the resnet18 fusion case's code path, tiny, on the CPU: 16 images 3×8×8, PGD-1, groups of 1 and 2
+        "fusion_args": ["--device", "cpu", "--images", "16", "--size", "8", "--batch", "8", "--steps", "1",
+                        "--members", "1,2", "--separate", "2", "--threads", "1"],
         # generous: a 2-core machine shared with other work runs these a few times slower than when idle
-        "caps": {"setup": 60, "environment": 60, "pytest_gpu": 90, "speed": 60, "speed_fp32": 60,
+        "caps": {"setup": 60, "environment": 60, "pytest_gpu": 90, "speed": 60, "speed_fp32": 60, "fusion": 90,
                  "speed_extra": 30, "run": 90, "evaluate": 60, "packing": 90, "aa_run": 60,
                  "aa_evaluate": 60},
     },
 }
-PHASES = ["setup", "environment", "pytest_gpu", "train_speed", "bench_run", "packing", "autoattack",
+PHASES = ["setup", "environment", "pytest_gpu", "train_speed", "fusion", "bench_run", "packing", "autoattack",
           "train_speed_extra"]
 # The check's own targets (issue 20), on one H100/H200.
 TARGETS = {"train_images_per_s": 6000, "train_images_per_s_aim": 10000, "train_ratio_vs_reference": 3.0,
-           "pgd20_eval_images_per_s": 20000}
+           "pgd20_eval_images_per_s": 20000,
+           "fused_vs_separate_processes": 2.0}  # issue 16: 11 fused resnet18 members vs 11 processes on the card
 
 
 class Skip(Exception):
@@ -556,6 +564,25 @@ print("ENV" + json.dumps(info))
                 gains[name] = round(ips[a] / ips[b], 2)
         record["gains"] = gains
 
+    def fusion(self) -> dict:
+        """Issue 16's GPU case: fused ResNet-18 members against separate runs (benchmarks/bench_fusion.py). The
+        script rewrites its JSON after each row, so a run cut short by the cap keeps the rows it measured."""
+        self._need_device()
+        json_out = self.work / "fusion.json"
+        cmd = [self.python, str(BENCHMARKS / "bench_fusion.py"), "--case", "resnet18-cuda", *self.cfg["fusion_args"],
+               "--json", str(json_out)]
+        done = self.run("fusion", cmd, "fusion", check=False)
+        record: dict[str, Any] = {"command": " ".join(cmd[1:-2]), "process_s": done["seconds"], "log": done["log"]}
+        if json_out.exists():
+            shutil.copy(json_out, self.out / "fusion.json")
+            record.update(json.loads(json_out.read_text()))
+        if done["timed_out"] or done["rc"] != 0:
+            why = f"timed out after {done['limit_s']} s" if done["timed_out"] else f"exit status {done['rc']}"
+            if not record.get("rows"):
+                raise StepFailed(f"fusion: {why}: {tail(done['output'].strip(), 1200)}", _public(done))
+            record["errors"] = {"bench_fusion": f"{why} after {', '.join(record['rows'])}"}
+        return record
+
     # -------------------------------------------------------------------------------------- the bench run
 
     def _write_cifar(self, root: Path, test_images: int | None = None, train_from: Path | None = None) -> dict:
@@ -847,6 +874,10 @@ for _entry in sys.path[1:]:
             overhead = speed.get("first_epoch_overhead_s")
             if overhead and overhead > 60:
                 diag.append(f"the first (compiling) epoch costs {overhead:.0f} s more than the others")
+        ratio = p.get("fusion", {}).get("fused_vs_concurrent")
+        if ratio is not None and self.mode == "gpu":
+            target = TARGETS["fused_vs_separate_processes"]
+            targets["fused_vs_separate_processes"] = {"value": ratio, "target": target, "met": ratio >= target}
         run = p.get("bench_run", {})
         ips = run.get("pgd20_eval_images_per_s")
         if ips and self.mode == "gpu":
@@ -891,6 +922,12 @@ for _entry in sys.path[1:]:
                 return (f"epoch 1 {rec.get('first_epoch_s')} s, then {rec.get('steady_epoch_s')} s/epoch "
                         f"({rec.get('train_images_per_s_excl_first', 0):,.0f} img/s); PGD-20 eval "
                         f"{rec.get('pgd20_eval_images_per_s') or 0:,.0f} img/s; wall {rec.get('process_s')} s")
+            if name == "fusion":
+                if rec.get("skipped"):
+                    return rec["skipped"]
+                rows = "; ".join(f"{k} {v['images_per_s']:,.0f} img/s" for k, v in rec.get("rows", {}).items())
+                ratios = ", ".join(f"{k} {rec[k]}x" for k in ("fused_vs_sequential", "fused_vs_concurrent") if k in rec)
+                return rows + (f"; {ratios}" if ratios else "")
             if name == "packing":
                 return "; ".join(f"{w}w {r['cells_per_min']} cells/min" for w, r in rec.get("workers", {}).items())
             if name == "autoattack":

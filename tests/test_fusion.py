@@ -131,7 +131,10 @@ def test_grouping_uses_capabilities_and_keeps_hashes(problem):
     awp = dict(cells[0].config, method_args={"awp_gamma": 0.01})
     awp["method_params"] = dict(awp["method_params"], awp_gamma=0.01)
     assert "around_step" in why_not(awp, "cpu")
-    assert "stacked forward" in why_not(dict(cells[0].config, model="resnet18"), "cpu")
+    assert "stacked forward" in why_not(dict(cells[0].config, model="preact-resnet18"), "cpu")
+    assert why_not(dict(cells[0].config, model="resnet18"), "cpu") is None
+    assert "bf16" in why_not(dict(cells[0].config, model="resnet18"), "cuda")  # precision "auto" is bf16 there
+    assert why_not(dict(cells[0].config, model="resnet18", precision="fp32"), "cuda") is None
     assert check_fuse(3, "x") == 3
     with pytest.raises(Exception, match="fuse = 'sometimes' is unknown"):
         check_fuse("sometimes", "x")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASES = ["setup", "environment", "pytest_gpu", "train_speed", "bench_run", "packing", "autoattack",
+PHASES = ["setup", "environment", "pytest_gpu", "train_speed", "fusion", "bench_run", "packing", "autoattack",
           "train_speed_extra"]
 
 
@@ -83,6 +83,17 @@ def test_bench_run_on_cifar_format_files(smoke):
     # the evaluation timing (repeated PGD-20 in one `bench evaluate`, minus a baseline) ran; on 100 images the
     # figure itself is within process noise, so only its presence is checked
     assert rec["pgd20_eval_copies_process_s"] > 0 and rec["pgd20_eval_s"] >= 0 and "pgd20_eval_images_per_s" in rec
+
+
+def test_fusion_rows(smoke):
+    """bench_fusion.py --case resnet18-cuda's code path, tiny on the CPU: fused groups of 1 and 2, two unfused
+    cells one after another and two processes at once."""
+    rec = smoke[1]["phases"]["fusion"]
+    assert set(rec["rows"]) == {"fused_1", "fused_2", "sequential_2", "concurrent_2"}
+    for row in rec["rows"].values():
+        assert row["images_per_s"] > 0 and row["seconds"] > 0
+    assert rec["fused_vs_sequential"] > 0 and rec["fused_vs_concurrent"] > 0
+    assert (smoke[2] / "fusion.json").exists()
 
 
 def test_packing_counts_cells(smoke):

@@ -8,6 +8,8 @@ module here that registers itself:
   jobs as local processes;
 * ``ray`` (:mod:`.ray`) — one Ray task per cell with its GPU share.
 
+With fusion on (:mod:`bench.fusion`), the remote executors submit a fused group as one job instead.
+
 Whatever runs a cell, its outcome reaches the database the same way: a result file written atomically into the
 run folder, ingested by the one driver (:mod:`bench.results.collect`); with a database server, workers may also write it
 directly. Submitit and Ray are imported only by the executors that use them.

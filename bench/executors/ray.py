@@ -1,11 +1,11 @@
-"""``--executor ray``: one Ray task per cell, with its share of a GPU (fractional for small cells).
+"""``--executor ray``: one Ray task per cell (or per fused group, :mod:`bench.fusion`), with its share of a GPU.
 
 ``--ray-address`` (or ``address`` in ``[ray]``) names the cluster: ``host:port`` or ``ray://host:port`` of a
 running cluster, ``auto`` for the cluster this machine belongs to; without one, bench starts a Ray instance on
 this machine (all its GPUs and cores). Each task asks for ``num_gpus`` GPUs — ``gpus_by_model`` sets a smaller
 share for small models, e.g. ``{ "cnn-small" = 0.25 }`` packs four digits cells on one GPU — and Ray places it.
 
-The task writes its result file and also returns its bytes, so the driver gets every result even where the
+The task writes its result file(s) and also returns their bytes, so the driver gets every result even where the
 workers' run folder is not shared with it; resuming a cell on another node needs a shared run folder (its
 checkpoint). Ray retries a task whose worker died (``max_retries``); the retry resumes from the checkpoint.
 Ray stops the tasks when the driver stops: the next ``bench run`` submits what is left.
@@ -20,16 +20,16 @@ from urllib.parse import urlsplit
 from bench.results import files
 from bench.errors import BenchError
 from bench.executors.base import EXECUTORS, Option, at_least
-from bench.executors.job import CellJob
+from bench.executors.job import CellJob, GroupJob
 from bench.executors.remote import Backend, RemoteExecutor
 
 CONNECT_TIMEOUT_S = 5.0
 
 
-def run_job(job: CellJob) -> bytes:
-    """The Ray task: run the cell, return its result file's bytes."""
+def run_job(job: CellJob | GroupJob) -> list[bytes]:
+    """The Ray task: run the cell (or the fused group), return the bytes of each of its result files."""
     job()
-    return files.result_path(job.settings.run_dir, job.cell_hash).read_bytes()
+    return [files.result_path(job.settings.run_dir, h).read_bytes() for h in job.cell_hashes]
 
 
 def check_address(address: str) -> None:
@@ -60,12 +60,16 @@ class RayBackend(Backend):
         self.task = ray.remote(run_job)
         self.errors: dict[int, str] = {}
 
-    def gpus_for(self, job: CellJob) -> float:
+    def gpus_for(self, job: CellJob | GroupJob) -> float:
         if not self.gpus_available or job.device == "cpu":
             return 0.0
         return float(self.options["gpus_by_model"].get(job.config["model"], self.options["num_gpus"]))
 
-    def submit(self, jobs: list[CellJob]) -> list[Any]:
+    def device_type(self, device: str) -> str:
+        shares = [self.options["num_gpus"], *self.options["gpus_by_model"].values()]
+        return "cuda" if self.gpus_available and device != "cpu" and any(shares) else "cpu"
+
+    def submit(self, jobs: list[CellJob | GroupJob]) -> list[Any]:
         return [self.task.options(num_gpus=self.gpus_for(job), num_cpus=self.options["num_cpus"],
                                   max_retries=self.options["max_retries"]).remote(job) for job in jobs]
 
@@ -80,14 +84,15 @@ class RayBackend(Backend):
             if id(ref) in self.errors:
                 continue
             try:
-                data = self.ray.get(ref)
+                returned = self.ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - a task that raised or whose worker died: the cell's failure
                 self.errors[id(ref)] = " ".join(str(exc).split())[-500:]
                 continue
-            cell_hash = files.loads(data)[0].cell_hash
-            path = files.result_path(self.options["run_dir"], cell_hash)
-            if not path.exists():  # the worker's run folder is not this one
-                files.write_atomic(path, data)
+            for data in returned:  # one result file per cell of the task
+                cell_hash = files.loads(data)[0].cell_hash
+                path = files.result_path(self.options["run_dir"], cell_hash)
+                if not path.exists():  # the worker's run folder is not this one
+                    files.write_atomic(path, data)
         return ready
 
     def failure(self, handle: Any) -> str:

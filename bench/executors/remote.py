@@ -4,11 +4,13 @@ The driver is the database's one writer. It
 
 1. ingests result files a previous driver left (:meth:`bench.results.ledger.Ledger.sync`) and leaves out cells that are done
    or still queued/running in a live job of an earlier submission (it waits for those too);
-2. submits one job per remaining cell (:class:`~bench.executors.job.CellJob`) — all at once where the scheduler
-   caps concurrency itself (a Slurm array's ``%N``), else at most ``max_in_flight`` at a time — and records the
-   cells as ``queued`` under their job's tag (``slurm:1234_7``, ``ray:<task id>``);
+2. submits one job per remaining cell (:class:`~bench.executors.job.CellJob`), or, when fusion is on for the run,
+   one per fused group (:class:`~bench.executors.job.GroupJob`; the local runner's :func:`bench.fusion.groups.plan`
+   for the device type the jobs get) — all at once where the scheduler caps concurrency itself (a Slurm array's
+   ``%N``), else at most ``max_in_flight`` jobs at a time — and records the cells as ``queued`` under their job's
+   tag (``slurm:1234_7``, ``ray:<task id>``; every member of a group under the group's);
 3. polls: result files are ingested as they appear, a worker's ``state.json`` turns its cell ``running`` at its
-   epoch, and a job that ended without a result marks its cell ``failed`` with the job's own account of why.
+   epoch, and a job that ended without a result marks its cells ``failed`` with the job's own account of why.
 
 Killing the driver loses nothing: jobs that run on (Slurm) still write their result files, and ``bench collect``
 or the next ``bench run`` ingests them. With a database server (PostgreSQL) the workers also write directly.
@@ -26,7 +28,7 @@ import click
 
 from bench.cell import ACTIVE, Cell, Status
 from bench.executors.base import Executor
-from bench.executors.job import CellJob
+from bench.executors.job import CellJob, GroupJob
 from bench.results.claims import heartbeat_every
 from bench.results.ledger import Ledger
 from bench.results.store import password_of, without_password
@@ -47,7 +49,7 @@ class Backend:
 
     engine: ClassVar[str]
 
-    def submit(self, jobs: list[CellJob]) -> list[Any]:
+    def submit(self, jobs: list[CellJob | GroupJob]) -> list[Any]:
         """Submit jobs; one handle per job, in order."""
         raise NotImplementedError
 
@@ -69,6 +71,10 @@ class Backend:
 
     def describe(self) -> str:
         return self.engine
+
+    def device_type(self, device: str) -> str:
+        """The device type the jobs will run on (``cuda`` when they are given GPUs), for grouping fused cells."""
+        return "cpu"
 
     def close(self, interrupted: bool) -> None:
         """Release the engine; ``interrupted``: the driver was stopped (Ctrl-C)."""
@@ -99,6 +105,19 @@ class RemoteExecutor(Executor):
         return CellJob(config=cell.config, cell_hash=cell.cell_hash, settings=settings, device=ctx.device,
                        engine=engine, db_url=db_url, download=ctx.download)
 
+    def group_job(self, cells: list[Cell], engine: str) -> GroupJob:
+        """The picklable job of a fused group: :meth:`job`'s, for every member."""
+        one = self.job(cells[0], engine)
+        return GroupJob(configs=tuple(c.config for c in cells), cell_hashes=tuple(c.cell_hash for c in cells),
+                        settings=one.settings, device=one.device, engine=engine, db_url=one.db_url,
+                        download=one.download)
+
+    def units(self, cells: list[Cell], backend: Backend) -> list[tuple[bool, list[Cell]]]:
+        """The jobs to submit: one per fused group (when fusion is on for the run), one per other cell."""
+        from bench.fusion.groups import plan
+
+        return plan(cells, self.ctx.settings.fuse, backend.device_type(self.ctx.device)).units
+
     def run(self) -> int:
         ctx = self.ctx
         store = ctx.store
@@ -119,12 +138,16 @@ class RemoteExecutor(Executor):
                 continue
             todo.append(cell)
         done = len(ctx.cells) - len(todo) - len(waiting)
+        units = self.units(todo, backend)
+        groups = sum(1 for fused, _ in units if fused)
         click.echo(f"suite {ctx.suite_name}: {len(ctx.cells)} cell(s), {done} done, "
                    + (f"{len(waiting)} still in earlier jobs, " if waiting else "")
-                   + f"{len(todo)} to submit on {backend.describe()}; results in {store.shown}")
+                   + f"{len(todo)} to submit"
+                   + (f" as {len(units)} job(s), {groups} of them fused group(s)" if groups else "")
+                   + f" on {backend.describe()}; results in {store.shown}")
         by_hash = {c.cell_hash: c for c in ctx.cells}
         outstanding: dict[str, tuple[Any, str]] = {h: (None, tag) for h, tag in waiting.items()}
-        pending = deque(todo)
+        pending = deque(units)
         counts: dict[str, int] = {}
         total = len(todo) + len(waiting)
         interrupted = False
@@ -167,23 +190,28 @@ class RemoteExecutor(Executor):
         return 1 if final.get(Status.FAILED) else 0
 
     def _submit(self, backend: Backend, pending: deque, outstanding: dict) -> None:
-        """Submit pending cells up to the in-flight cap; record them as queued under their job's tag."""
-        room = len(pending) if self.max_in_flight is None else self.max_in_flight - len(outstanding)
+        """Submit pending units (a cell, or a fused group) up to the in-flight cap of jobs; record their cells as
+        queued under their job's tag."""
+        in_flight = len({tag for _, tag in outstanding.values()})  # jobs, not cells: a group's members share one
+        room = len(pending) if self.max_in_flight is None else self.max_in_flight - in_flight
         batch = [pending.popleft() for _ in range(max(0, min(room, len(pending))))]
         if not batch:
             return
-        self.ledger.prepare(batch)
-        handles = backend.submit([self.job(cell, backend.engine) for cell in batch])
-        tags = [backend.tag(h) for h in handles]
-        self.ledger.hand_out(batch, tags)
-        for cell, handle, tag in zip(batch, handles, tags):
+        cells = [cell for _, unit in batch for cell in unit]
+        self.ledger.prepare(cells)
+        handles = backend.submit([self.group_job(unit, backend.engine) if fused else self.job(unit[0], backend.engine)
+                                  for fused, unit in batch])
+        members = [(cell, handle, backend.tag(handle)) for (_, unit), handle in zip(batch, handles) for cell in unit]
+        self.ledger.hand_out(cells, [tag for _, _, tag in members])
+        for cell, handle, tag in members:
             outstanding[cell.cell_hash] = (handle, tag)
 
     def _settle(self, backend: Backend, outstanding: dict, by_hash: dict, counts: dict, total: int) -> None:
         """Ingest what arrived, show what runs, and fail the cells whose job ended without a result."""
         ledger = self.ledger
         live = [h for h, (handle, _) in outstanding.items() if handle is not None]
-        ended = {id(h) for h in backend.ended([outstanding[c][0] for c in live])}  # before collect: no race
+        handles = list({id(outstanding[c][0]): outstanding[c][0] for c in live}.values())  # a group's once
+        ended = {id(h) for h in backend.ended(handles)}  # before collect: no race
         ended_hashes = {c for c in live if id(outstanding[c][0]) in ended}
         ended_hashes |= {c for c, (handle, tag) in outstanding.items() if handle is None and not backend.alive(tag)}
         ledger.sync(list(outstanding))

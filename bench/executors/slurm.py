@@ -1,4 +1,4 @@
-"""``--executor slurm``: one cell per Slurm job-array task, through submitit.
+"""``--executor slurm``: one cell (or one fused group, :mod:`bench.fusion`) per Slurm job-array task, via submitit.
 
 submitit (facebookincubator/submitit) writes the sbatch script, pickles the job, tracks it through
 squeue/sacct and — what matters for 200-epoch cells — handles time-outs and pre-emption: Slurm signals the job
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from bench.errors import BenchError
 from bench.executors.base import EXECUTORS, Option, at_least
-from bench.executors.job import CellJob
+from bench.executors.job import CellJob, GroupJob
 from bench.executors.remote import Backend, RemoteExecutor
 from bench.results.claims import pid_alive
 
@@ -67,8 +67,12 @@ class SubmititBackend(Backend):
             params["gpus_per_node"] = min(options["gpus_per_node"], torch.cuda.device_count())
         self.executor.update_parameters(name=name, **params)
         self.options = options
+        self.gpus = params.get("gpus_per_node", options["gpus_per_node"])
 
-    def submit(self, jobs: list[CellJob]) -> list[Any]:
+    def device_type(self, device: str) -> str:
+        return "cuda" if self.gpus and device != "cpu" else "cpu"
+
+    def submit(self, jobs: list[CellJob | GroupJob]) -> list[Any]:
         with self.executor.batch():  # one job array on Slurm
             handles = [self.executor.submit(job) for job in jobs]
         return handles

@@ -9,7 +9,9 @@ says what, in words, from capabilities and keys (never a method's name).
 
 The ``fuse`` setting (``bench.toml``'s ``[bench]`` or a suite's top level): ``"off"``; ``"auto"``; or a whole number
 ``N`` ≥ 1, the largest group (fused on any device where the cell qualifies). ``"auto"`` is off for now: on 2 CPU
-cores the stacked cnn-small step is slower than separate eager steps (README, Speed), so fusing would not pay.
+cores the stacked cnn-small step is slower than separate eager steps (README, Speed), so fusing would not pay; the
+GPU case (11 fused resnet18 members against separate runs, ``benchmarks/bench_fusion.py --case resnet18-cuda``) is
+not measured yet.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from bench.cell import Cell
 from bench.errors import BenchError
 
 FUSE_VALUES = ("auto", "off")
-STACKED_MODELS = ("cnn-small", "linear")  # bench.fusion.stacked.STACKED_BACKBONES, by the models' names
+# bench.fusion.stacked.STACKED_BACKBONES, by the models' names. cnn-small and linear: bit-identical across company
+# on the CPU; resnet18 (grouped convolutions, for the GPU): within float tolerance of the unfused path only, and
+# on CUDA fp32 only (precision = "fp32"; "auto" means bf16 there, which why_not refuses).
+STACKED_MODELS = ("cnn-small", "linear", "resnet18")
 # Keys a member may hold on its own; every other key of the config must be equal across a group.
 MEMBER_KEYS = ("method", "method_args", "method_params", "augment", "eval_attacks", "eval_batch_size", "features",
                "eval_precision", "suite")
@@ -86,11 +91,11 @@ class Plan:
 def plan(cells: Sequence[Cell], fuse: Any, device_type: str) -> Plan:
     """Group ``cells`` for a ``fuse`` setting; a group keeps the order of its first cell, groups hold at most
     the setting's number of members."""
+    limit = group_limit(fuse, device_type)
+    if limit == 0:  # before importing the methods (torch): a driver without fusion stays light
+        return Plan([(False, [c]) for c in cells], {})
     import methods
 
-    limit = group_limit(fuse, device_type)
-    if limit == 0:
-        return Plan([(False, [c]) for c in cells], {})
     units: list[tuple[bool, list[Cell]]] = []
     open_groups: dict[str, list[Cell]] = {}
     reasons: dict[str, str] = {}

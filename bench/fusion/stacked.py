@@ -2,8 +2,8 @@
 
 Member ``m``'s parameters stay where the unfused runner keeps them — the ``Classifier`` it would train alone — and
 each forward stacks them along a leading member dimension (``torch.stack``: a copy whose backward hands every
-member exactly its own gradient). Every operation is chosen so that a member's arithmetic does not depend on how
-many members share the pass (the CPU bit-identity of issue 16):
+member exactly its own gradient). For cnn-small and linear every operation is chosen so that a member's
+arithmetic does not depend on how many members share the pass (the CPU bit-identity of issue 16):
 
 * convolution is ``unfold`` (im2col, a pure copy) and one ``torch.bmm`` over the member dimension — each member's
   product is the same GEMM whatever ``M`` is (grouped convolution is not: its CPU backward picks another kernel
@@ -14,7 +14,12 @@ many members share the pass (the CPU bit-identity of issue 16):
 
 Shapes: inputs ``[M, N, C, H, W]`` (or ``[M, N, D]``), logits ``[M, N, K]``, features ``[M, N, F]``.
 Supported backbones (:data:`STACKED_BACKBONES`): cnn-small's :class:`bench.models.SmallCNN` and the ``linear``
-model's ``Flatten``; the grouping (:mod:`bench.fusion.groups`) keeps every other model unfused.
+model's ``Flatten``, bit-identical across company on the CPU as above; and resnet18's
+:class:`bench.models.ResNetBackbone`, whose convolutions are one grouped ``F.conv2d`` (``groups = M``, channels
+member-major, the members' kernels concatenated — what cuDNN runs fast on a GPU, where stacking is meant to pay).
+The resnet18 path is within float tolerance of the member's unfused forward and backward, not bit-identical across
+company (the grouped kernels may sum in another order for another ``M``). The grouping
+(:mod:`bench.fusion.groups`) keeps every other model unfused.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import Classifier, CosineClassifier, SmallCNN
+from bench.models import BasicBlock, Classifier, CosineClassifier, ResNetBackbone, SmallCNN
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -183,9 +188,40 @@ def _flatten(model: StackedClassifier, w: dict[str, torch.Tensor], x: torch.Tens
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
+def grouped_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """Member-wise convolution as one grouped convolution: ``x`` ``[N, M·C, H, W]`` (member-major channels),
+    ``weight`` ``[M, O, C, k, k]`` → ``[N, M·O, H', W']``. Within tolerance of each member's own ``F.conv2d``; the
+    kernel (and so the rounding) may differ with ``M``."""
+    m, o = weight.shape[:2]
+    return F.conv2d(x, weight.reshape(m * o, *weight.shape[2:]), None, stride, padding, 1, m)
+
+
+def _resnet(model: StackedClassifier, w: dict[str, torch.Tensor], x: torch.Tensor, training: bool) -> torch.Tensor:
+    """:class:`bench.models.ResNetBackbone` (3×3 stem, :class:`bench.models.BasicBlock` stages with 1×1 shortcuts,
+    global average pool) over stacked members."""
+    m, n = x.shape[:2]
+    out = x.transpose(0, 1).reshape(n, m * x.shape[2], *x.shape[3:])  # [N, M·C, H, W]
+
+    def conv_bn(t: torch.Tensor, conv: str, norm: str, stride: int, padding: int) -> torch.Tensor:
+        t = grouped_conv2d(t, w[f"{conv}.weight"], stride, padding)
+        return model.norms[norm](t, w[f"{norm}.weight"], w[f"{norm}.bias"], training)
+
+    out = torch.relu(conv_bn(out, "backbone.conv1", "backbone.bn1", 1, 1))
+    for i, block in enumerate(model.members[0].backbone.layers):
+        assert isinstance(block, BasicBlock), type(block)
+        p = f"backbone.layers.{i}"
+        stride = block.conv1.stride[0]
+        y = torch.relu(conv_bn(out, f"{p}.conv1", f"{p}.bn1", stride, 1))
+        y = conv_bn(y, f"{p}.conv2", f"{p}.bn2", 1, 1)
+        shortcut = conv_bn(out, f"{p}.shortcut.0", f"{p}.shortcut.1", stride, 0) if len(block.shortcut) else out
+        out = torch.relu(y + shortcut)
+    pooled = F.adaptive_avg_pool2d(out, 1).view(n, m, -1)
+    return pooled.transpose(0, 1).contiguous()  # [M, N, F]
+
+
 Backbone = Callable[[StackedClassifier, dict, torch.Tensor, bool], torch.Tensor]
 # Backbone classes with a stacked forward; a model whose backbone is not here is never fused.
-STACKED_BACKBONES: dict[type, Backbone] = {SmallCNN: _small_cnn, nn.Flatten: _flatten}
+STACKED_BACKBONES: dict[type, Backbone] = {SmallCNN: _small_cnn, nn.Flatten: _flatten, ResNetBackbone: _resnet}
 
 
 def stackable(model: Classifier) -> bool:

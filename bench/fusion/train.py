@@ -178,6 +178,8 @@ def _fused_pgd(stack: StackedClassifier, x: torch.Tensor, y: torch.Tensor, membe
 def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutcome | BaseException]:
     """Train every member; returns, per member, its :class:`TrainOutcome` or the exception that ended it."""
     device = data.train_x.device
+    if device.type == "cuda":  # cuDNN autotuning, as the unfused policy (bench.accel): the shapes repeat every batch
+        torch.backends.cudnn.benchmark = True
     counts = torch.as_tensor(data.train_counts, dtype=torch.float32, device=device)
     for member in members:
         _load(member, data, counts)
