@@ -210,3 +210,46 @@ def test_fused_cells_store_what_unfused_cells_store(tmp_path):
     assert fused_members == {"ce": 2, "focal": 2, "awp": None}  # awp wraps the step: not fused
     show = _bench(tmp_path / "fused", "show", fused["runs"][0][0], "--db", f"sqlite:///{tmp_path / 'fused' / 'b.db'}")
     assert show.returncode == 0, show.stderr
+
+
+def test_sigkill_of_a_fused_group_resumes_to_the_uninterrupted_result(tmp_path):
+    """A real SIGKILL mid-group: every member resumes from its own checkpoint, fused again, to exactly what an
+    uninterrupted fused run gives (CPU)."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    text = SUITE.format(fuse="fuse = 2").replace("epochs = 2", "epochs = 6").replace('"awp"', '"cb-reweight"')
+    for name in ("killed", "fresh"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "s.toml").write_text(text)
+    code = "from bench.cli import main; import torch; torch.set_num_threads(1); main()"
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", code, "run", "s.toml", "--quiet", "--db",
+                             f"sqlite:///{killed / 'b.db'}"], cwd=killed, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(killed.glob("runs/*/checkpoint.pt"))) < 2:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    epochs = [torch.load(p, weights_only=True)["epoch"] for p in killed.glob("runs/*/checkpoint.pt")]
+    assert len(epochs) == 2 and max(epochs) < 5, "the group finished before it could be killed"
+    for name in ("killed", "fresh"):
+        out = _bench(tmp_path / name, "run", "s.toml", "--quiet", "--db", f"sqlite:///{tmp_path / name / 'b.db'}")
+        assert out.returncode == 0, out.stderr
+    rows = {}
+    for name in ("killed", "fresh"):
+        with sqlite3.connect(tmp_path / name / "b.db") as con:
+            rows[name] = (
+                sorted(con.execute("select r.method, r.status, r.fused_members, m.attack, m.class_index, m.correct "
+                                   "from runs r join class_metrics m on m.run_id = r.id").fetchall()),
+                sorted(con.execute("select r.method, e.epoch, e.loss from runs r join epoch_metrics e "
+                                   "on e.run_id = r.id").fetchall()),
+            )
+    assert rows["killed"] == rows["fresh"]
+    # fuse = 2: ce and focal as one group, cb-reweight the fused path alone
+    assert {r[:3] for r in rows["killed"][0]} == {("ce", "done", 2), ("focal", "done", 2), ("cb-reweight", "done", 1)}
