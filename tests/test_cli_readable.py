@@ -312,3 +312,13 @@ def test_list_suites_of_the_shipped_suites_counts_what_bench_run_expands(project
     rows = table_rows(bench("list", "suites").output)
     assert rows["suites/quick.toml"][2] == str(len(load_suite(ROOT / "suites" / "quick.toml", load_settings(None)).cells))
     assert rows["suites/cifar10_full.toml"][2] == "220"  # README: 4 imbalances × 11 methods × 5 seeds
+
+
+def test_the_estimate_leaves_out_a_validation_splits_held_out_images():
+    from bench.analysis.cost import train_images
+
+    cell = {"dataset": "cifar10", "imbalance": "exp-100", "dataset_args": {}}
+    # CIFAR-10 exp-100: 5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50 (12,406); 10 % held out, halves up:
+    # 500, 300, 180, 108, 65, 39, 23, 14, 8, 5 (1,242)
+    assert train_images(cell) == 12406
+    assert train_images({**cell, "val_split": 0.1}) == 12406 - 1242

@@ -19,21 +19,25 @@ import pandas as pd
 
 from bench.cell import Cell, Status
 from bench.data import DATASETS, class_counts, parse_profile
+from bench.data.profiles import held_out
 
 
 def train_images(config: Mapping[str, Any]) -> int | None:
-    """Training images of one epoch of a cell, from its dataset's metadata and imbalance profile (no file read);
-    ``None`` when the metadata does not say (a dataset whose class sizes are known only once loaded)."""
+    """Training images of one epoch of a cell, from its dataset's metadata and imbalance profile (no file read),
+    less its validation split's held-out images; ``None`` when the metadata does not say (a dataset whose class
+    sizes are known only once loaded)."""
     plugin = DATASETS.get(config["dataset"])
     args = dict(config.get("dataset_args") or {})
     profile = parse_profile(config["imbalance"])
     if profile.kind in ("counts", "binary"):
-        return sum(profile.counts)
-    meta = plugin.metadata(args)
-    n_max = int(args.get("n_max") or 0) or (min(meta.train_counts) if meta.train_counts else 0)
-    if not n_max:
-        return None
-    return sum(class_counts(config["imbalance"], meta.num_classes, n_max))
+        counts = list(profile.counts)
+    else:
+        meta = plugin.metadata(args)
+        n_max = int(args.get("n_max") or 0) or (min(meta.train_counts) if meta.train_counts else 0)
+        if not n_max:
+            return None
+        counts = class_counts(config["imbalance"], meta.num_classes, n_max)
+    return sum(counts) - sum(held_out(counts, float(config.get("val_split", 0.0))))
 
 
 def recorded_speeds(runs: pd.DataFrame) -> dict[tuple[str, str], float]:
