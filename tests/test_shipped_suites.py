@@ -58,7 +58,7 @@ CELL_HASH_DIGESTS = {
     "ablation_lambda.toml": "5906dd8def735a17",
     "ablation_weight.toml": "7bb5a82a6883b726",
     "beyond_paper.toml": "5f01ad92cb864142",  # issue 19: each method's own attack recipe (bn_mode, start)
-    "beyond_paper_digits.toml": "75ccb8f8a4e9998e",  # issue 19: likewise
+    "beyond_paper_digits.toml": "e4cdab6008d09464",  # issue 19: recipes; the quick suite's schedule (batch 64, DRW at 5)
     "lt_2026.toml": "9772adcd1b2928af",  # issue 19: the field's common settings
     "binary_reweight.toml": "e3d78b5e5cedfdb0",
     "cifar100_full.toml": "e7d64b4ec61dc747",
