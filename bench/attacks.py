@@ -126,15 +126,8 @@ def pgd(
     elif eps < 0 or alpha < 0 or steps < 0 or (start_eps is not None and start_eps < 0):
         raise ValueError(f"pgd needs eps, alpha, steps >= 0, got {eps}, {alpha}, {steps}")
     radius = eps if start_eps is None else start_eps
-    starts = random_start and (per_sample or radius > 0)
     x0 = x.detach()
-    if starts and start_std is not None:
-        x_adv = x0 + start_std * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    elif starts:
-        noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        x_adv = x0 + (noise if start == "positive" else 2 * noise - 1) * radius
-    else:
-        x_adv = x0.clone()
+    x_adv = random_start_point(x0, radius, generator, std=start_std, start=start) if random_start else x0.clone()
     if bounds is not None:
         x_adv = x_adv.clamp(*bounds)
     for _ in range(steps):
@@ -152,6 +145,20 @@ def pgd(
             if bounds is not None:
                 x_adv.clamp_(*bounds)
     return x_adv.detach()
+
+
+def random_start_point(x0: torch.Tensor, radius: float | torch.Tensor, generator: torch.Generator | None, *,
+                       std: float | None = None, start: str = "symmetric") -> torch.Tensor:
+    """PGD's random start from ``x0`` (not clipped): ``x0 + std·N(0, 1)`` when ``std`` is given (TRADES, MART), else
+    uniform in ``[−radius, radius]`` (``start = "positive"``: ``[0, radius]``, RoBal); ``x0`` itself (a copy) when
+    the radius is a zero float. The one formula :func:`pgd` and the fused trainer (:mod:`bench.fusion.train`) use.
+    """
+    if not isinstance(radius, torch.Tensor) and radius <= 0:
+        return x0.clone()
+    if std is not None:
+        return x0 + std * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    noise = torch.rand(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return x0 + (noise if start == "positive" else 2 * noise - 1) * radius
 
 
 def _per_sample(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:

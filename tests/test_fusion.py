@@ -74,6 +74,24 @@ def test_within_tolerance_of_the_unfused_path(problem, tmp_path):
         assert abs(acc_f - acc_u) <= 0.02
 
 
+def test_a_positive_start_fuses_and_draws_the_unfused_start(problem, tmp_path):
+    """RoBal's recipe (eval-mode batch norm, start x + eps·U(0, 1)) through the fused path, alone: its first
+    epoch's loss is the unfused runner's within the stated tolerance, and a symmetric start would move it."""
+    _, data = problem
+    suite = tmp_path / "r.toml"
+    suite.write_text('name = "r"\nseeds = [0]\n[defaults]\nepochs = 1\n'
+                     'train_attack = { kind = "pgd", eps = 0.1, alpha = 0.025, steps = 2 }\n'
+                     '[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = "robal"\n')
+    cell = load_suite(suite, Settings()).cells[0]
+    assert cell.config["train_attack"]["start"] == "positive" and why_not(cell.config, "cpu") is None
+    fused = _fused([cell], data, tmp_path / "f")[0]
+    ref = train(cell.config, methods.for_cell(cell.config), data, tmp_path / "u")
+    assert abs(fused.curves[0]["loss"] - ref.curves[0]["loss"]) <= 0.01 * abs(ref.curves[0]["loss"])
+    symmetric = {**cell.config, "train_attack": {**cell.config["train_attack"], "start": "symmetric"}}
+    other = train(symmetric, methods.for_cell(symmetric), data, tmp_path / "s")
+    assert other.curves[0]["loss"] != ref.curves[0]["loss"]
+
+
 def test_a_diverging_member_ends_alone(problem, tmp_path):
     cells, data = problem
 

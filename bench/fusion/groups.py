@@ -63,8 +63,6 @@ def why_not(config: Mapping[str, Any], device_type: str) -> str | None:
     attack = config["train_attack"]
     if isinstance(attack, Mapping) and attack.get("bn_mode", "train") not in ("train", "eval"):
         return f"batch norm {attack['bn_mode']!r} while crafting the training attack"
-    if isinstance(attack, Mapping) and attack.get("start", "symmetric") != "symmetric":
-        return f"the training attack's {attack['start']!r} start"
     if config.get("precision", "auto") == "bf16" or (device_type == "cuda" and config.get("precision") != "fp32"):
         return "bf16 training (the fused path is fp32)"
     if device_type == "cuda" and config.get("compile") is True:

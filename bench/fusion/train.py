@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import train as unfused
-from bench.attacks import _per_sample
+from bench.attacks import _per_sample, random_start_point
 from bench.augment import augment
 from bench.data import PreparedData
 from bench.errors import Diverged
@@ -143,16 +143,9 @@ def _fused_pgd(stack: StackedClassifier, x: torch.Tensor, y: torch.Tensor, membe
         if per_sample:
             eps, alpha, start_eps = (None if v is None else _per_sample(v, xi) for v in (eps, alpha, start_eps))
         radius = eps if start_eps is None else start_eps
-        if attack["random_start"] and (per_sample or radius > 0):
-            std = member.method.attack_start_std
-            if std is not None:
-                xa = xi + std * torch.randn(xi.shape, generator=member.noise_gen, device=xi.device, dtype=xi.dtype)
-            else:
-                noise = torch.rand(xi.shape, generator=member.noise_gen, device=xi.device, dtype=xi.dtype)
-                xa = xi + (2 * noise - 1) * radius
-        else:
-            xa = xi.clone()
-        starts.append(xa)
+        starts.append(random_start_point(xi, radius, member.noise_gen, std=member.method.attack_start_std,
+                                         start=attack.get("start", "symmetric"))
+                      if attack["random_start"] else xi.clone())
         shape = (-1,) + (1,) * (xi.dim() - 1)
         alphas.append(torch.as_tensor(alpha, dtype=xi.dtype, device=xi.device).expand(xi.shape[0]).reshape(shape))
         epss.append(torch.as_tensor(eps, dtype=xi.dtype, device=xi.device).expand(xi.shape[0]).reshape(shape))
