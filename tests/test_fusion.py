@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import methods
+from bench.attacks import crafting_mode
 from bench.data import prepare
 from bench.errors import Diverged
 from bench.evaluate import evaluate
@@ -90,6 +91,38 @@ def test_a_positive_start_fuses_and_draws_the_unfused_start(problem, tmp_path):
     symmetric = {**cell.config, "train_attack": {**cell.config["train_attack"], "start": "symmetric"}}
     other = train(symmetric, methods.for_cell(symmetric), data, tmp_path / "s")
     assert other.curves[0]["loss"] != ref.curves[0]["loss"]
+
+
+def test_frozen_batch_norm_fuses_like_the_unfused_crafting_mode(problem, tmp_path):
+    """RobustLT's recipe (frozen batch norm while crafting, class-wise budgets) through the fused path: the first
+    epoch's loss is the unfused runner's within the stated tolerance; a frozen stacked forward uses the batch's
+    statistics and leaves every member's running ones untouched."""
+    from bench.fusion.stacked import StackedClassifier
+
+    _, data = problem
+    suite = tmp_path / "r.toml"
+    suite.write_text('name = "r"\nseeds = [0]\n[defaults]\nepochs = 1\n'
+                     'train_attack = { kind = "pgd", eps = 0.1, alpha = 0.025, steps = 2 }\n'
+                     '[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = "robustlt"\n'
+                     'method_args.cw_eps_warmup = 0\n')
+    cell = load_suite(suite, Settings()).cells[0]
+    assert cell.config["train_attack"]["bn_mode"] == "frozen" and why_not(cell.config, "cpu") is None
+    fused = _fused([cell], data, tmp_path / "f")[0]
+    ref = train(cell.config, methods.for_cell(cell.config), data, tmp_path / "u")
+    assert abs(fused.curves[0]["loss"] - ref.curves[0]["loss"]) <= 0.01 * abs(ref.curves[0]["loss"])
+
+    models = [fused.model, ref.model]
+    before = [{k: v.clone() for k, v in m.state_dict().items() if "running" in k} for m in models]
+    stack = StackedClassifier(models)
+    x = data.train_x[:32].expand(2, *data.train_x[:32].shape).clone()
+    with torch.no_grad(), stack.statistics_frozen(True):
+        frozen_logits, _ = stack.forward_features(stack.weights(grad=False), x, True)
+    stack.sync_buffers()
+    assert all(torch.equal(b[k], m.state_dict()[k]) for b, m in zip(before, models) for k in b)
+    for k, model in enumerate(models):  # the member alone in train mode with track_running_stats off
+        with crafting_mode(model, "frozen"), torch.no_grad():
+            alone = model(x[k])
+        torch.testing.assert_close(frozen_logits[k], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_a_diverging_member_ends_alone(problem, tmp_path):

@@ -60,9 +60,6 @@ def why_not(config: Mapping[str, Any], device_type: str) -> str | None:
         return "its method wraps the optimisation step (around_step, e.g. AWP)"
     if config.get("val_split") or config.get("select", "last") != "last":
         return "validation-split model selection"
-    attack = config["train_attack"]
-    if isinstance(attack, Mapping) and attack.get("bn_mode", "train") not in ("train", "eval"):
-        return f"batch norm {attack['bn_mode']!r} while crafting the training attack"
     if config.get("precision", "auto") == "bf16" or (device_type == "cuda" and config.get("precision") != "fp32"):
         return "bf16 training (the fused path is fp32)"
     if device_type == "cuda" and config.get("compile") is True:

@@ -24,7 +24,8 @@ company (the grouped kernels may sum in another order for another ``M``). The gr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +85,11 @@ class BatchNorms:
         self.var = torch.cat([b.running_var for b in layers])
         self.eps = layers[0].eps
         self.momentum = layers[0].momentum
+        self.frozen = False  # batch statistics without updating the running ones (bn_mode "frozen")
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, training: bool) -> torch.Tensor:
+        if training and self.frozen:  # nn.BatchNorm2d in train mode with track_running_stats = False
+            return F.batch_norm(x, None, None, weight.reshape(-1), bias.reshape(-1), True, self.momentum, self.eps)
         out = F.batch_norm(x, self.mean, self.var, weight.reshape(-1), bias.reshape(-1), training, self.momentum,
                            self.eps)
         if training:
@@ -154,6 +158,18 @@ class StackedClassifier:
         z = torch.relu(bmm(h, head["head.0.weight"].transpose(1, 2)) + head["head.0.bias"][:, None, :])
         z = bmm(z, head["head.2.weight"].transpose(1, 2)) + head["head.2.bias"][:, None, :]
         return F.normalize(z, dim=2)
+
+    @contextlib.contextmanager
+    def statistics_frozen(self, frozen: bool) -> Iterator[None]:
+        """Within the block, train-mode forwards use batch statistics and leave the running ones as they are
+        (:func:`bench.attacks.crafting_mode`'s ``frozen``); nothing changes when ``frozen`` is false."""
+        for norm in self.norms.values():
+            norm.frozen = frozen
+        try:
+            yield
+        finally:
+            for norm in self.norms.values():
+                norm.frozen = False
 
     def sync_buffers(self) -> None:
         """Copy the stacked running statistics back into each member's modules."""

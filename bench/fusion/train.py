@@ -146,9 +146,8 @@ def _fused_pgd(stack: StackedClassifier, x: torch.Tensor, y: torch.Tensor, membe
         starts.append(random_start_point(xi, radius, member.noise_gen, std=member.method.attack_start_std,
                                          start=attack.get("start", "symmetric"))
                       if attack["random_start"] else xi.clone())
-        shape = (-1,) + (1,) * (xi.dim() - 1)
-        alphas.append(torch.as_tensor(alpha, dtype=xi.dtype, device=xi.device).expand(xi.shape[0]).reshape(shape))
-        epss.append(torch.as_tensor(eps, dtype=xi.dtype, device=xi.device).expand(xi.shape[0]).reshape(shape))
+        alphas.append(alpha if per_sample else _per_sample(alpha, xi))  # [N, 1, …] either way
+        epss.append(eps if per_sample else _per_sample(eps, xi))
     x_adv = torch.stack(starts)
     if bounds is not None:
         x_adv = x_adv.clamp(*bounds)
@@ -212,11 +211,12 @@ def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutc
                 ys[i] = data.train_y[idx]
             x_adv = dict(xs)
             if attacking:
-                bn_train = attack["bn_mode"] == "train"
+                bn_train = attack["bn_mode"] != "eval"  # train and frozen use batch statistics
+                frozen = attack["bn_mode"] == "frozen"  # … and frozen leaves the running ones as they are
                 clean_att = {}
                 if clean_for_attack:
                     stack = stacks.get(clean_for_attack)
-                    with torch.no_grad():
+                    with torch.no_grad(), stack.statistics_frozen(frozen):
                         logits, _ = stack.forward_features(stack.weights(grad=False),
                                                            torch.stack([xs[i] for i in clean_for_attack]), bn_train)
                     clean_att = {i: logits[k] for k, i in enumerate(clean_for_attack)}
@@ -224,9 +224,10 @@ def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutc
                                                            counts) for i in attacking]
                 losses = [members[i].method.attack_loss(clean_att.get(i), members[i].state) for i in attacking]
                 stack = stacks.get(attacking)
-                adv = _fused_pgd(stack, torch.stack([xs[i] for i in attacking]),
-                                 torch.stack([ys[i] for i in attacking]), [members[i] for i in attacking], budgets,
-                                 losses, attack, data.bounds, bn_train)
+                with stack.statistics_frozen(frozen):
+                    adv = _fused_pgd(stack, torch.stack([xs[i] for i in attacking]),
+                                     torch.stack([ys[i] for i in attacking]), [members[i] for i in attacking],
+                                     budgets, losses, attack, data.bounds, bn_train)
                 for k, i in enumerate(attacking):
                     x_adv[i] = adv[k]
             clean_logits = {}
