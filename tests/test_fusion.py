@@ -220,6 +220,9 @@ def test_the_suite_and_the_command_line_set_fuse_and_the_dry_run_shows_groups(tm
     assert "not fused: 1 cell(s), its method wraps the optimisation step" in out.stdout
     off = _bench(tmp_path, "run", "s.toml", "--dry-run", "--fuse", "off", "--db", f"sqlite:///{tmp_path / 'x.db'}")
     assert off.returncode == 0 and "fused group(s)" not in off.stdout  # --fuse beats the suite's
+    gpu = _bench(tmp_path, "run", "s.toml", "--dry-run", "--device", "cuda", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert gpu.returncode == 0, gpu.stderr  # planning for a GPU this machine lacks: the bf16 default is not fused
+    assert "not fused: 2 cell(s), bf16 training (the fused path is fp32)" in gpu.stdout
     (tmp_path / "bad.toml").write_text(SUITE.format(fuse='fuse = "sometimes"'))
     bad = _bench(tmp_path, "run", "bad.toml", "--dry-run", "--db", f"sqlite:///{tmp_path / 'x.db'}")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and '"auto", "off" or a whole number' in bad.stderr

@@ -161,7 +161,8 @@ def _print_dry_run(suite: str, cells, statuses: dict[str, str], fuse="off", devi
     from bench.provenance import resolve_device
 
     todo = [c for c in cells if statuses.get(c.cell_hash) != Status.DONE]
-    units = plan(todo, fuse, resolve_device(device).type)
+    # the device the cells would run on; a dry run on a machine without the GPU it names still plans for it
+    units = plan(todo, fuse, "cuda" if str(device).startswith("cuda") else resolve_device(device).type)
     fused = {cell.cell_hash: f"#{g + 1} ({len(members)} cells)" for g, (on, members) in
              enumerate(u for u in units.units if u[0]) for cell in members}
     table = Table(title=f"suite {suite}: {len(cells)} cell(s)")
