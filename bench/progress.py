@@ -29,6 +29,15 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def _bars(console: Console) -> RichProgress:
+    """The live bars of a long job (a cells or runs bar over an epoch or attack bar): done of total, time elapsed
+    and the estimate of time left."""
+    return RichProgress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("left"), TimeRemainingColumn(), console=console, transient=True,
+    )
+
+
 class Progress:
     """Reports cells and epochs; ``enabled=False`` is silent (tests, library use)."""
 
@@ -50,10 +59,7 @@ class Progress:
             if skipped:
                 self.console.print(f"{skipped} cell(s) already done, skipped; {total} to run")
             if self.console.is_terminal and total:
-                self._bars = RichProgress(
-                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("left"), TimeRemainingColumn(), console=self.console, transient=True,
-                )
+                self._bars = _bars(self.console)
                 self._cells = self._bars.add_task("cells", total=total)
                 self._epochs = self._bars.add_task("epoch", total=1)
                 self._bars.start()
@@ -124,10 +130,7 @@ class EvaluateProgress:
     def session(self, total: int) -> Iterator[EvaluateProgress]:
         self.total, self.finished, self.started_at = total, 0, time.perf_counter()
         if self.enabled and self.console.is_terminal and total:
-            self._bars = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("left"), TimeRemainingColumn(), console=self.console, transient=True,
-            )
+            self._bars = _bars(self.console)
             self._runs = self._bars.add_task("runs", total=total)
             self._attack = self._bars.add_task("attack", total=1)
             self._bars.start()

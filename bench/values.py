@@ -47,3 +47,14 @@ def read_toml(path: str | Path, what: str = "suite file") -> dict[str, Any]:
         raise BenchError(f"{path}: malformed TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: cannot be read: {exc}") from None
+
+
+def fmt_setting(value) -> str:
+    """A config value as a label shows it (report rows, leaderboard variants): ``0.5``, ``2``, ``none``, ``true``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return format(value, "g")
+    return str(value)

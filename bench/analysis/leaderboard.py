@@ -35,13 +35,13 @@ from bench.analysis.leaderboard_data import (
     WORST_ORDER,
     LeaderboardData,
     Setting,
-    fmt_value,
     load_leaderboard_data,
     method_card,
     same,
 )
 from bench.analysis.metrics import class_groups
 from bench.errors import BenchError, valid_choices
+from bench.values import fmt_setting
 
 if TYPE_CHECKING:
     from bench.report.reference import Reference
@@ -113,7 +113,7 @@ class Entry:
     @property
     def variant(self) -> str:
         parts = {**self.args, **self.recipe_diff}
-        return ", ".join(f"{k.removeprefix('method_args.')}={fmt_value(v)}" for k, v in parts.items())
+        return ", ".join(f"{k.removeprefix('method_args.')}={fmt_setting(v)}" for k, v in parts.items())
 
     @property
     def label(self) -> str:
@@ -123,7 +123,7 @@ class Entry:
     def recipe_text(self) -> str:
         r = self.recipe
         parts = [f"{r['epochs']} epochs" if "epochs" in r else "", f"batch {r['batch_size']}" if "batch_size" in r
-                 else "", f"lr {fmt_value(r['lr'])}" if "lr" in r else "", str(r.get("augment", "")) or ""]
+                 else "", f"lr {fmt_setting(r['lr'])}" if "lr" in r else "", str(r.get("augment", "")) or ""]
         return " · ".join(p for p in parts if p and p != "none")
 
     @property

@@ -353,17 +353,6 @@ def same(a, b) -> bool:
         return a == b
 
 
-def fmt_value(value) -> str:
-    """A config value in a label: ``0.5``, ``2``, ``none``, ``true``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return format(value, "g")
-    return str(value)
-
-
 def _json(text, default):
     try:
         return json.loads(text) if isinstance(text, str) else default

@@ -39,7 +39,8 @@ from bench.analysis.metrics import class_groups
 from bench.cell import Status
 from bench.report.drawing import FigureSpec
 from bench.report.load import ReportData, load_curves
-from bench.report.tables import Row, Table, TableKey, fmt_setting, imbalance_ratio
+from bench.report.tables import Row, Table, TableKey, imbalance_ratio
+from bench.values import fmt_setting
 
 MAX_METHOD_PANELS = 4  # class-wise panels per figure (one per shown method)
 MAX_LINES = 6  # methods per curve / sweep figure

@@ -24,12 +24,13 @@ from pathlib import Path
 import jinja2
 
 from bench.analysis.leaderboard import METRICS, PAPER, Board, Entry, Leaderboard
-from bench.analysis.leaderboard_data import Setting, fmt_value, slug
+from bench.analysis.leaderboard_data import Setting, slug
 from bench.errors import BenchError
 from bench.io import write_output
 from bench.report.drawing import UNDER_COLOR, UNDER_LABEL, runs
 from bench.report.leaderboard_files import has_parquet, write_downloads
 from bench.report.render import prepare_out_dir
+from bench.values import fmt_setting
 from bench.report.resources import template_dir, template_loader
 
 DASH = "–"
@@ -298,7 +299,7 @@ def _environment(html: bool = True) -> jinja2.Environment:
     """One environment per process and mode: templates compile once (~50 ms each), not once per page."""
     env = jinja2.Environment(loader=template_loader(), autoescape=html, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(pct=pct, value=fmt_value, md=_md, safe_url=_safe_url)
+    env.filters.update(pct=pct, value=fmt_setting, md=_md, safe_url=_safe_url)
     env.globals.update(method_page=method_page, setting_page=setting_page, entry_anchor=entry_anchor)
     return env
 

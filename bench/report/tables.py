@@ -36,6 +36,7 @@ from bench.cell import Status
 from bench.report.load import ReportData
 from bench.report.options import GROUP_SETS
 from bench.report.reference import Reference
+from bench.values import fmt_setting
 
 GROUP_TITLES = {"overall": "Overall", "well": "Well", "under": "Under"}
 NOT_DONE = (Status.RUNNING, Status.INTERRUPTED, Status.FAILED, Status.DIVERGED)  # the order notes list them in
@@ -59,17 +60,6 @@ def fmt_diff(value: float | None) -> str:
 def printed(value: float) -> float:
     """The value as it is printed, for marks and differences."""
     return float(f"{value:.2f}")
-
-
-def fmt_setting(value) -> str:
-    """A config value in a row label: ``0.5``, ``2``, ``none``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return format(value, "g")
-    return str(value)
 
 
 # -- the model -------------------------------------------------------------------------------------------------
