@@ -135,16 +135,25 @@ def pgd(
         logits = forward(x_adv)
         objective = F.cross_entropy(logits, y) if loss is None else loss(logits, y).sum()
         (grad,) = torch.autograd.grad(objective, x_adv)
-        with torch.no_grad():
-            # x0 + clip(x + α·sign(g) − x0, −ε, ε), in place on x_adv (a fresh tensor, never x0's storage); the
-            # same float operations in the same order as the out-of-place formula, so bit for bit its result
-            if per_sample:  # the same formula with [N, 1, …] tensors
-                x_adv = x_adv.detach().addcmul_(grad.sign_(), alpha).sub_(x0).clamp_(-eps, eps).add_(x0)
-            else:
-                x_adv = x_adv.detach().add_(grad.sign_(), alpha=alpha).sub_(x0).clamp_(-eps, eps).add_(x0)
-            if bounds is not None:
-                x_adv.clamp_(*bounds)
+        x_adv = pgd_step(x_adv, grad, x0, alpha, eps, bounds)
     return x_adv.detach()
+
+
+def pgd_step(x_adv: torch.Tensor, grad: torch.Tensor, x0: torch.Tensor, alpha: float | torch.Tensor,
+             eps: float | torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
+    """One L∞ PGD update ``clip(x0 + clip(x + α·sign(g) − x0, −ε, ε))``; ``alpha`` and ``eps`` floats or tensors that
+    broadcast over ``x`` (per-sample ``[N, 1, …]``, the fused attack's ``[M, N, 1, …]``). The one formula of
+    :func:`pgd` and :mod:`bench.fusion.train`; ``grad`` is consumed (its sign taken in place)."""
+    with torch.no_grad():
+        # in place on x_adv (a fresh tensor, never x0's storage); the same float operations in the same order as the
+        # out-of-place formula, so bit for bit its result (α·sign(g) is exact, so a tensor α rounds as a float one)
+        if isinstance(alpha, torch.Tensor):
+            x_adv = x_adv.detach().addcmul_(grad.sign_(), alpha).sub_(x0).clamp_(-eps, eps).add_(x0)
+        else:
+            x_adv = x_adv.detach().add_(grad.sign_(), alpha=alpha).sub_(x0).clamp_(-eps, eps).add_(x0)
+        if bounds is not None:
+            x_adv.clamp_(*bounds)
+    return x_adv
 
 
 def random_start_point(x0: torch.Tensor, radius: float | torch.Tensor, generator: torch.Generator | None, *,

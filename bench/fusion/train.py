@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import train as unfused
-from bench.attacks import _per_sample, random_start_point
+from bench.attacks import _per_sample, pgd_step, random_start_point
 from bench.augment import augment
 from bench.data import PreparedData
 from bench.errors import Diverged
@@ -159,11 +159,7 @@ def _fused_pgd(stack: StackedClassifier, x: torch.Tensor, y: torch.Tensor, membe
         objectives = [F.cross_entropy(logits[i], y[i]) if loss is None else loss(logits[i], y[i]).sum()
                       for i, loss in enumerate(losses)]
         (grad,) = torch.autograd.grad(torch.stack(objectives).sum(), x_adv)
-        with torch.no_grad():
-            x_adv = x_adv.detach().addcmul_(grad.sign_(), alpha_t).sub_(x0)
-            x_adv = torch.max(torch.min(x_adv, eps_t), -eps_t).add_(x0)
-            if bounds is not None:
-                x_adv.clamp_(*bounds)
+        x_adv = pgd_step(x_adv, grad, x0, alpha_t, eps_t, bounds)
     return x_adv.detach()
 
 
