@@ -20,7 +20,9 @@ key                      meaning
                          this process may use)
 ``executor``             ``bench run``'s default ``--executor``
 ``fuse``                 ``"auto"``, ``"off"`` or N: train up to N cells that share data, model and schedule as one
-                         stacked model (:mod:`bench.fusion`); an execution setting, never part of a cell
+                         stacked model (:mod:`bench.fusion`); ``"auto"`` (the default) fuses the models measured to
+                         pay on the device (cnn-small and linear on the CPU); an execution setting, never part of a
+                         cell
 ``stale_after_minutes``  a claim (``running``) or a job's cell (``queued``) whose heartbeat is older than this is
                          abandoned and taken over by the next ``bench run``, on any host, whether or not a process
                          with its pid still lives (pid reuse after a reboot); a live process refreshes its

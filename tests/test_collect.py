@@ -157,8 +157,9 @@ def test_a_run_killed_between_result_file_and_database_loses_nothing(tmp_path, m
     assert len(list((tmp_path / "runs").glob("*/result.npz"))) == 1
     monkeypatch.setattr(StoreClass, "ingest", real_ingest)
     trained = []
-    real_run_cell = runner.run_cell
-    monkeypatch.setattr(runner, "run_cell", lambda cell, *a, **k: trained.append(cell["method"]) or real_run_cell(cell, *a, **k))
+    real_finish = runner.finish_cell  # every trained cell goes through it, fused or not
+    monkeypatch.setattr(runner, "finish_cell",
+                        lambda cell, *a, **k: trained.append(cell["method"]) or real_finish(cell, *a, **k))
     second = CliRunner().invoke(cli, ["run", "tiny.toml", "--quiet"])
     assert second.exit_code == 0, second.output
     assert trained == ["focal"]  # ce came from its result file

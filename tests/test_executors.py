@@ -288,8 +288,8 @@ def test_a_worker_writes_the_database_only_when_it_is_a_server(project, store_ur
 # -- submitit: real job processes ----------------------------------------------------------------------------------
 
 def test_submitit_local_runs_each_cell_as_its_own_job_exactly_once(project):
-    file = suite(project, methods='["ce", "focal"]')
-    out = bench("run", str(file), "--executor", "submitit-local")
+    file = suite(project, methods='["ce", "focal"]')  # unfused cells (fused groups: test_fusion_executors.py)
+    out = bench("run", str(file), "--executor", "submitit-local", "--fuse", "off")
     assert out.exit_code == 0, out.output
     assert "2 to submit on submitit's local executor (at most 2 at once)" in out.output
     assert "suite tiny: 2 done" in out.output and out.output.count("] done ") == 2
@@ -300,7 +300,7 @@ def test_submitit_local_runs_each_cell_as_its_own_job_exactly_once(project):
     assert len(pids) == 2 and os.getpid() not in pids
     assert len(load_results(db_url(project))) == 2 * 2 * 10
     jobs_before = sorted((project / "runs" / "_submitit").glob("*_submitted.pkl"))
-    again = bench("run", str(file), "--executor", "submitit-local")
+    again = bench("run", str(file), "--executor", "submitit-local", "--fuse", "off")
     assert again.exit_code == 0 and "0 to submit" in again.output
     assert sorted((project / "runs" / "_submitit").glob("*_submitted.pkl")) == jobs_before
     status = bench("status")
@@ -391,7 +391,7 @@ def test_a_killed_driver_loses_nothing_bench_collect_ingests_the_jobs_results(pr
 
 def test_ray_runs_each_cell_as_a_task_exactly_once(project):
     file = suite(project, methods='["ce", "focal", "cb-reweight", "drcb-ce"]')
-    out = bench("run", str(file), "--executor", "ray")
+    out = bench("run", str(file), "--executor", "ray", "--fuse", "off")  # fused groups: test_fusion_executors.py
     assert out.exit_code == 0, out.output
     assert "4 to submit on a Ray instance started here (no GPU: cells on CPUs)" in out.output
     assert "suite tiny: 4 done" in out.output and out.output.count("] done ") == 4

@@ -147,11 +147,37 @@ def test_a_diverging_member_ends_alone(problem, tmp_path):
         assert _same(outs[i], clean[i])
 
 
+@pytest.mark.parametrize("where", ["loss", "attack_loss", "class_weights", "observe"])
+def test_a_member_whose_own_code_raises_fails_alone(problem, tmp_path, where):
+    """A bug in one member's method (its loss, attack objective, class weights or state update) ends that member
+    with its own exception, at the point it raised; every other member trains on, bit for bit as without it."""
+    cells, data = problem
+
+    def method_for(config):
+        method = methods.for_cell(config)
+        if config["method"] != "ldam":
+            return method
+        base = type(method)
+
+        def broken(self, *args, **kwargs):
+            if where != "class_weights" or args[0] >= 1:  # class weights: from the second epoch on
+                raise RuntimeError(f"boom in {where}")
+            return getattr(base, where)(self, *args, **kwargs)
+
+        return type("Broken", (base,), {where: broken})(**{f: getattr(method, f) for f in method.hyperparameters()})
+
+    outs = _fused(cells, data, tmp_path / "boom", method_for)
+    clean = _fused(cells, data, tmp_path / "ok")
+    assert isinstance(outs[1], RuntimeError) and f"boom in {where}" in str(outs[1])
+    for i in (0, 2, 3):
+        assert _same(outs[i], clean[i])
+
+
 def test_a_killed_group_resumes_to_the_uninterrupted_result(problem, tmp_path):
     cells, data = problem
     whole = _fused(cells[:2], data, tmp_path / "whole")
 
-    class Killed(Exception):
+    class Killed(BaseException):  # a process death, not a member's own failure (which would end only it)
         pass
 
     def stop(done, total, row):

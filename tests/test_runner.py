@@ -114,18 +114,28 @@ def test_dry_run_lists_cells_and_touches_nothing(project):
     assert "1 done, 1 to run" in result.output
 
 
-def test_failed_cell_is_data_and_the_grid_goes_on(project, monkeypatch):
+@pytest.mark.parametrize("fuse", ["off", "auto"])
+def test_failed_cell_is_data_and_the_grid_goes_on(project, monkeypatch, fuse):
+    """Unfused (ce's training raises) and fused (ce's loss raises inside the group it shares with srat-ldam): ce
+    fails with its traceback, srat-ldam is done, the command exits 1; --debug re-raises."""
     import bench.runner as runner
+    import methods
 
-    real = runner.train
+    if fuse == "off":
+        real = runner.train
 
-    def exploding(config, method, *args, **kwargs):
-        if config["method"] == "ce":
+        def exploding(config, method, *args, **kwargs):
+            if config["method"] == "ce":
+                raise RuntimeError("boom in the training loop")
+            return real(config, method, *args, **kwargs)
+
+        monkeypatch.setattr(runner, "train", exploding)
+    else:
+        def exploding_loss(self, inputs):
             raise RuntimeError("boom in the training loop")
-        return real(config, method, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "train", exploding)
-    result = bench("run", str(suite(project)), "--quiet")
+        monkeypatch.setattr(type(methods.get("ce")), "loss", exploding_loss)
+    result = bench("run", str(suite(project)), "--quiet", "--fuse", fuse)
     assert result.exit_code == 1
     rows = dict(db_rows(project / "results" / "bench.db", "select method, status from runs"))
     assert rows == {"ce": "failed", "srat-ldam": "done"}
@@ -133,7 +143,8 @@ def test_failed_cell_is_data_and_the_grid_goes_on(project, monkeypatch):
     assert "Traceback" in error and "boom in the training loop" in error
     # --debug re-raises
     with pytest.raises(RuntimeError, match="boom"):
-        CliRunner().invoke(cli, ["run", str(suite(project)), "--debug", "--quiet"], catch_exceptions=False)
+        CliRunner().invoke(cli, ["run", str(suite(project)), "--debug", "--quiet", "--fuse", fuse],
+                           catch_exceptions=False)
 
 
 def test_nan_loss_marks_the_cell_diverged(project):

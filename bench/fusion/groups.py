@@ -8,10 +8,10 @@ A cell is never fused when its method or config needs what the fused trainer doe
 says what, in words, from capabilities and keys (never a method's name).
 
 The ``fuse`` setting (``bench.toml``'s ``[bench]`` or a suite's top level): ``"off"``; ``"auto"``; or a whole number
-``N`` ≥ 1, the largest group (fused on any device where the cell qualifies). ``"auto"`` is off for now: on 2 CPU
-cores the stacked cnn-small step is slower than separate eager steps (README, Speed), so fusing would not pay; the
-GPU case (11 fused resnet18 members against separate runs, ``benchmarks/bench_fusion.py --case resnet18-cuda``) is
-not measured yet.
+``N`` ≥ 1, the largest group (fused on any device where the cell qualifies). ``"auto"`` fuses, in groups of up to
+:data:`AUTO_LIMIT`, the models :data:`AUTO_MODELS` names for the device: where stacking was measured to pay. On 2 CPU
+cores that is cnn-small (11 members 1.9× the unfused runner's throughput, ``benchmarks/bench_fusion.py``) and
+``linear``; on a GPU nothing yet, since the stacked resnet18 (``--case resnet18-cuda``) is not measured.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ STACKED_MODELS = ("cnn-small", "linear", "resnet18")
 # Keys a member may hold on its own; every other key of the config must be equal across a group.
 MEMBER_KEYS = ("method", "method_args", "method_params", "augment", "eval_attacks", "eval_batch_size", "features",
                "eval_precision", "suite")
-AUTO_LIMIT = 16  # members per group under "auto" (when it fuses)
+AUTO_LIMIT = 16  # members per group under "auto"
+# Models "auto" fuses, per device type: those measured to train faster stacked there (README, Speed). Only the
+# bit-identical family on the CPU, so a cell's numbers under "auto" do not depend on which cells share its run.
+AUTO_MODELS: dict[str, tuple[str, ...]] = {"cpu": ("cnn-small", "linear")}
 
 
 def check_fuse(value: Any, where: str) -> Any:
@@ -43,18 +46,22 @@ def check_fuse(value: Any, where: str) -> Any:
 
 def group_limit(fuse: Any, device_type: str) -> int:
     """The largest group for a ``fuse`` setting on a device; 0 = no fusion."""
-    if fuse == "off" or fuse == "auto":  # auto: not yet worth it anywhere measured (module doc)
+    if fuse == "off" or (fuse == "auto" and not AUTO_MODELS.get(device_type)):
         return 0
-    return int(fuse)
+    return AUTO_LIMIT if fuse == "auto" else int(fuse)
 
 
-def why_not(config: Mapping[str, Any], device_type: str) -> str | None:
-    """Why a cell cannot train fused (``None`` = it can): the first unsupported need, in words."""
+def why_not(config: Mapping[str, Any], device_type: str, fuse: Any = None) -> str | None:
+    """Why a cell cannot train fused (``None`` = it can): the first unsupported need, in words. Under
+    ``fuse = "auto"`` a stackable model that ``auto`` does not fuse on this device is one more reason."""
     import methods
     from methods.base import Method
 
     if config["model"] not in STACKED_MODELS:
         return f"model {config['model']} has no stacked forward (fused: {', '.join(STACKED_MODELS)})"
+    if fuse == "auto" and config["model"] not in AUTO_MODELS.get(device_type, ()):
+        return (f"fuse = \"auto\" fuses {', '.join(AUTO_MODELS.get(device_type, ())) or 'no model'} on {device_type}"
+                f" (where stacking was measured to pay); fuse = N fuses {config['model']} too")
     method = methods.for_cell(dict(config))
     if method.awp_gamma > 0 or type(method).around_step is not Method.around_step:
         return "its method wraps the optimisation step (around_step, e.g. AWP)"
@@ -95,7 +102,7 @@ def plan(cells: Sequence[Cell], fuse: Any, device_type: str) -> Plan:
     open_groups: dict[str, list[Cell]] = {}
     reasons: dict[str, str] = {}
     for cell in cells:
-        reason = why_not(cell.config, device_type)
+        reason = why_not(cell.config, device_type, fuse)
         if reason is not None:
             reasons[cell.cell_hash] = reason
             units.append((False, [cell]))

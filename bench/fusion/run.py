@@ -39,14 +39,14 @@ def train_and_settle(cells: list[Cell], ledger, settings, device: torch.device, 
     with ExitStack() as held:
         for cell in cells:
             held.enter_context(ledger.holding(cell, worker, interruptible))
-        if on_start is not None:
-            on_start()  # inside the held cells: whatever raises here releases them
         t0 = time.perf_counter()
         config = cells[0].config
         outcomes: list = []
         data = None
         members = []
         try:
+            if on_start is not None:
+                on_start()  # inside the held cells: whatever raises here fails them, as the unfused runner does
             data = prepare(config["dataset"], config["imbalance"], config["seed"], root=settings.data_root,
                            download=download or settings.download, args=config["dataset_args"], device=device)
             for i, cell in enumerate(cells):

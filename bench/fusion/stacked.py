@@ -5,11 +5,14 @@ each forward stacks them along a leading member dimension (``torch.stack``: a co
 member exactly its own gradient). For cnn-small and linear every operation is chosen so that a member's
 arithmetic does not depend on how many members share the pass (the CPU bit-identity of issue 16):
 
-* convolution is ``unfold`` (im2col, a pure copy) and one ``torch.bmm`` over the member dimension — each member's
-  product is the same GEMM whatever ``M`` is (grouped convolution is not: its CPU backward picks another kernel
-  for ``groups > 1``);
-* batch norm is ``F.batch_norm`` over ``M·C`` channels, whose CPU kernels reduce, normalise and update the running
-  statistics channel by channel; member ``m``'s running statistics are copied back into its own buffers;
+* activations are batch-last, ``[M, C, H, W, N]``, so every copy and addition runs over rows of ``N`` images;
+* convolution (:class:`MemberConv`) is im2col (one strided copy) and one ``torch.bmm`` over the member dimension,
+  with a hand-written backward (one GEMM for the weights, one GEMM and ``k·k`` strided additions for the input) —
+  each member's product is the same GEMM whatever ``M`` is (grouped convolution is not: its CPU backward picks
+  another kernel for ``groups > 1``);
+* batch norm is ``F.batch_norm`` over ``M·C`` channels of ``[1, M·C, H·W·N]``, whose CPU kernels reduce, normalise
+  and update the running statistics channel by channel; member ``m``'s running statistics are copied back into its
+  own buffers;
 * the heads (linear, cosine, projection) are ``torch.bmm`` plus a bias added in a separate, single-rounding op.
 
 Shapes: inputs ``[M, N, C, H, W]`` (or ``[M, N, D]``), logits ``[M, N, K]``, features ``[M, N, F]``.
@@ -57,23 +60,60 @@ def _twice(t: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"bmm operand with strides {t.stride()} is neither contiguous nor a transposed contiguous one")
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
-    """Member-wise convolution: ``x`` ``[N, M·C, H, W]``, ``weight`` ``[M, O, C, k, k]`` → ``[N, M·O, H', W']``.
+class MemberConv(torch.autograd.Function):
+    """Member-wise convolution in batch-last layout: ``x`` ``[M, C, H, W, N]``, ``weight`` ``[M, O, C, k, k]`` →
+    ``[M, O, H', W', N]``, as im2col and one GEMM per member, with a hand-written backward.
 
-    The ``k·k`` shifted (strided) views of the padded input are stacked once into the ``[M, k·k·C, N·L]`` operand,
-    and the weight is permuted to ``[M, O, k·k·C]`` to match (``F.unfold``'s im2col, and the backward of
-    ``Tensor.unfold``, are far slower on these small images)."""
-    n, _, h, w = x.shape
-    m, o, c, k, _ = weight.shape
-    padded = F.pad(x, (padding,) * 4).view(n, m, c, h + 2 * padding, w + 2 * padding).permute(1, 2, 0, 3, 4)
-    h_out = (h + 2 * padding - k) // stride + 1
-    w_out = (w + 2 * padding - k) // stride + 1
-    shifts = [padded[..., i:i + stride * (h_out - 1) + 1:stride, j:j + stride * (w_out - 1) + 1:stride]
-              for i in range(k) for j in range(k)]  # k·k views [M, C, N, H', W']
-    cols = torch.stack(shifts, dim=1).view(m, k * k * c, n * h_out * w_out)
-    kernel = weight.permute(0, 1, 3, 4, 2).reshape(m, o, k * k * c)
-    out = bmm(kernel, cols)  # [M, O, N·L]: one GEMM per member
-    return out.view(m, o, n, h_out * w_out).permute(2, 0, 1, 3).reshape(n, m * o, h_out, w_out)
+    With the batch innermost every copy and addition below runs over contiguous rows of ``N`` images, not over the
+    few pixels of an image row. im2col is one strided view of the padded input copied once into
+    ``[M, C·k·k, H'·W'·N]`` (the weight's own ``(c, i, j)`` order, so the kernel is a free reshape); the backward
+    takes the weight gradient with one GEMM against those columns and the input gradient with one GEMM and ``k·k``
+    strided additions into a single buffer (col2im). Autograd through ``k·k`` shifted slices instead allocates,
+    fills and adds one padded tensor per slice, which costs more than the convolution. Every step is a copy, a GEMM
+    per member (:func:`bmm`) or an element-wise addition in a fixed order, so a member's result does not depend on
+    the member count. Gradients are computed only for the inputs that need them: the attack needs none for the
+    (frozen) weights, the training step none for the (adversarial) input.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+        m, c, h, w, n = x.shape
+        o, k = weight.shape[1], weight.shape[-1]
+        padded = F.pad(x, (0, 0) + (padding,) * 4)  # [M, C, H + 2p, W + 2p, N], contiguous
+        h_out = (h + 2 * padding - k) // stride + 1
+        w_out = (w + 2 * padding - k) // stride + 1
+        sm, sc, sh, sw, sn = padded.stride()
+        cols = padded.as_strided((m, c, k, k, h_out, w_out, n), (sm, sc, sh, sw, stride * sh, stride * sw, sn))
+        cols = cols.reshape(m, c * k * k, h_out * w_out * n)
+        kernel = weight.reshape(m, o, c * k * k)
+        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None,
+                              kernel if ctx.needs_input_grad[0] else None)
+        ctx.geometry = (x.shape, k, stride, padding, h_out, w_out)
+        return bmm(kernel, cols).view(m, o, h_out, w_out, n)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        cols, kernel = ctx.saved_tensors
+        (m, c, h, w, n), k, stride, padding, h_out, w_out = ctx.geometry
+        grad = grad.contiguous().view(m, -1, h_out * w_out * n)
+        grad_weight = grad_x = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = bmm(grad, cols.transpose(1, 2)).view(m, -1, c, k, k)
+        if ctx.needs_input_grad[0]:
+            grad_cols = bmm(kernel.transpose(1, 2), grad).view(m, c, k, k, h_out, w_out, n)
+            grad_padded = grad.new_zeros(m, c, h + 2 * padding, w + 2 * padding, n)
+            for i in range(k):
+                for j in range(k):
+                    grad_padded[:, :, i:i + stride * (h_out - 1) + 1:stride,
+                                j:j + stride * (w_out - 1) + 1:stride] += grad_cols[:, :, i, j]
+            grad_x = grad_padded[:, :, padding:padding + h, padding:padding + w]
+        return grad_x, grad_weight, None, None
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
+    """Member-wise convolution (:class:`MemberConv`): ``x`` ``[M, C, H, W, N]``, ``weight`` ``[M, O, C, k, k]`` →
+    ``[M, O, H', W', N]``."""
+    return MemberConv.apply(x.contiguous(), weight, stride, padding)
 
 
 class BatchNorms:
@@ -188,16 +228,21 @@ def _batch_norms(members: Sequence[Classifier]) -> dict[str, BatchNorms]:
 
 
 def _small_cnn(model: StackedClassifier, w: dict[str, torch.Tensor], x: torch.Tensor, training: bool) -> torch.Tensor:
-    m, n = x.shape[:2]
-    out = x.transpose(0, 1).reshape(n, m * x.shape[2], *x.shape[3:])  # [N, M·C, H, W]
+    """:class:`bench.models.SmallCNN` over stacked members, in batch-last layout ``[M, C, H, W, N]`` throughout:
+    the convolutions need no transposes, and batch norm sees each member's channel as one contiguous run
+    (``[1, M·C, H·W·N]``)."""
+    out = x.permute(0, 2, 3, 4, 1)  # [M, N, C, H, W] → [M, C, H, W, N]
     # SmallCNN.net: conv (0) bn (1) relu, conv (3, stride 2) bn (4) relu, conv (6, stride 2) bn (7) relu, pool
     for conv, norm, stride in (("0", "1", 1), ("3", "4", 2), ("6", "7", 2)):
         out = conv2d(out, w[f"backbone.net.{conv}.weight"], stride, 1)
-        out = model.norms[f"backbone.net.{norm}"](out, w[f"backbone.net.{norm}.weight"],
-                                                  w[f"backbone.net.{norm}.bias"], training)
-        out = torch.relu(out)
-    pooled = F.adaptive_avg_pool2d(out, 1).view(n, m, -1)
-    return pooled.transpose(0, 1).contiguous()  # [M, N, F]
+        shape = out.shape
+        out = model.norms[f"backbone.net.{norm}"](out.view(1, shape[0] * shape[1], -1),
+                                                  w[f"backbone.net.{norm}.weight"], w[f"backbone.net.{norm}.bias"],
+                                                  training)
+        out = torch.relu(out).view(shape)
+    m, c, h, w_, n = out.shape
+    pooled = out.view(m * c, h * w_, n).mean(dim=1).view(m, c, n)  # global average pool
+    return pooled.transpose(1, 2).contiguous()  # [M, N, F]
 
 
 def _flatten(model: StackedClassifier, w: dict[str, torch.Tensor], x: torch.Tensor, training: bool) -> torch.Tensor:

@@ -126,13 +126,27 @@ class _Stacks:
         self.cache.clear()
 
 
+def _each(members: Sequence[Member], indices: Sequence[int], call: Callable[[int], Any]) -> dict[int, Any]:
+    """``{i: call(i)}`` over the members at ``indices``. A member whose call raises ends there with that exception
+    (its ``failed`` outcome, as it would end alone) and is left out; the others go on, their numbers unchanged
+    since none depends on its company."""
+    out = {}
+    for i in indices:
+        try:
+            out[i] = call(i)
+        except Exception as exc:  # noqa: BLE001 - the member's own failure, kept as its outcome
+            members[i].error = exc
+    return out
+
+
 def _fused_pgd(stack: StackedClassifier, x: torch.Tensor, y: torch.Tensor, members: Sequence[Member],
                budgets: Sequence[Any], losses: Sequence[Any], attack: dict, bounds, training: bool) -> torch.Tensor:
     """:func:`bench.attacks.pgd` for each member of ``stack`` at once; ``x`` ``[A, N, ...]``, ``y`` ``[A, N]``.
 
     Each member's start uses its own generator and formula; each step's update ``x0 + clip(x + α·sign(g) − x0, −ε,
     ε)`` is computed over all members with per-member ``α``/``ε`` tensors: every operation rounds once (``α·sign(g)``
-    is exact), so a member's result is bit for bit its own formula's.
+    is exact), so a member's result is bit for bit its own formula's. A member whose start or objective raises ends
+    (:func:`_each`); its slice is left as it is.
     """
     x0 = x.detach()
     starts, alphas, epss = [], [], []
@@ -156,11 +170,94 @@ def _fused_pgd(stack: StackedClassifier, x: torch.Tensor, y: torch.Tensor, membe
     for _ in range(attack["steps"]):
         x_adv.requires_grad_(True)
         logits, _ = stack.forward_features(w, x_adv, training)
-        objectives = [F.cross_entropy(logits[i], y[i]) if loss is None else loss(logits[i], y[i]).sum()
-                      for i, loss in enumerate(losses)]
-        (grad,) = torch.autograd.grad(torch.stack(objectives).sum(), x_adv)
+        live = [k for k, m in enumerate(members) if m.error is None]
+        objectives = _each(members, live, lambda k: F.cross_entropy(logits[k], y[k]) if losses[k] is None
+                           else losses[k](logits[k], y[k]).sum())
+        if not objectives:
+            break
+        (grad,) = torch.autograd.grad(torch.stack(list(objectives.values())).sum(), x_adv)
         x_adv = pgd_step(x_adv, grad, x0, alpha_t, eps_t, bounds)
     return x_adv.detach()
+
+
+def _batch(members: Sequence[Member], active: Sequence[int], stacks: _Stacks, data: PreparedData,
+           idx: dict[int, torch.Tensor], epoch: int, weights: dict, counts: torch.Tensor) -> dict[int, tuple]:
+    """One optimisation step of every member in ``active`` on its batch ``idx[i]``; ``{i: (loss, correct)}`` of
+    the members still alive after it (a member whose own code raised has ended, :func:`_each`)."""
+    first = members[active[0]].config
+    attack, epochs = first["train_attack"], first["epochs"]
+
+    def live(indices: Sequence[int]) -> list[int]:
+        return [i for i in indices if members[i].error is None]
+
+    def batch(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (augment(data.train_x[idx[i]], members[i].config["augment"], members[i].noise_gen, bounds=data.bounds),
+                data.train_y[idx[i]])
+
+    xy = _each(members, active, batch)
+    xs, ys = {i: v[0] for i, v in xy.items()}, {i: v[1] for i, v in xy.items()}
+    x_adv = dict(xs)
+    attacking = [i for i in live(active) if attack != "none" and members[i].method.attack_on(epoch)]
+    if attacking:
+        bn_train = attack["bn_mode"] != "eval"  # train and frozen use batch statistics
+        frozen = attack["bn_mode"] == "frozen"  # … and frozen leaves the running ones as they are
+        clean_att = {}
+        clean_for_attack = [i for i in attacking if members[i].method.attack_uses_clean]
+        if clean_for_attack:
+            stack = stacks.get(clean_for_attack)
+            with torch.no_grad(), stack.statistics_frozen(frozen):
+                logits, _ = stack.forward_features(stack.weights(grad=False),
+                                                   torch.stack([xs[i] for i in clean_for_attack]), bn_train)
+            clean_att = {i: logits[k] for k, i in enumerate(clean_for_attack)}
+        recipe = _each(members, attacking, lambda i: (
+            members[i].method.attack_budget(epoch, epochs, ys[i], attack["eps"], attack["alpha"], counts),
+            members[i].method.attack_loss(clean_att.get(i), members[i].state)))
+        attacking = live(attacking)
+        if attacking:
+            stack = stacks.get(attacking)
+            with stack.statistics_frozen(frozen):
+                adv = _fused_pgd(stack, torch.stack([xs[i] for i in attacking]),
+                                 torch.stack([ys[i] for i in attacking]), [members[i] for i in attacking],
+                                 [recipe[i][0] for i in attacking], [recipe[i][1] for i in attacking], attack,
+                                 data.bounds, bn_train)
+            for k, i in enumerate(attacking):
+                x_adv[i] = adv[k]
+    clean_logits = {}
+    clean_for_loss = [i for i in live(active) if members[i].method.needs_clean_logits]
+    if clean_for_loss:
+        stack = stacks.get(clean_for_loss)
+        logits, _ = stack.forward_features(stack.weights(grad=True), torch.stack([xs[i] for i in clean_for_loss]),
+                                           True)
+        clean_logits = {i: logits[k] for k, i in enumerate(clean_for_loss)}
+    stepping = live(active)
+    if not stepping:
+        return {}
+    stack = stacks.get(stepping)
+    logits, h = stack.forward_features(stack.weights(grad=True), torch.stack([x_adv[i] for i in stepping]), True)
+    position = {i: k for k, i in enumerate(stepping)}
+    projecting = [k for k, i in enumerate(stepping) if members[i].method.uses_projection]
+    projection = dict(zip(projecting, stack.project(h, projecting))) if projecting else {}
+
+    def loss(i: int) -> tuple[LossInputs, torch.Tensor]:
+        k = position[i]
+        inputs = LossInputs(logits=logits[k], targets=ys[i], class_counts=counts, epoch=epoch, weight=weights[i],
+                            projection=projection.get(k), clean_logits=clean_logits.get(i), features=h[k])
+        return inputs, members[i].method.loss(inputs)
+
+    losses = _each(members, stepping, loss)
+    if not losses:
+        return {}
+    for i in losses:
+        members[i].optimizer.zero_grad(set_to_none=True)
+    torch.stack([total for _, total in losses.values()]).sum().backward()
+
+    def step(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, total = losses[i]
+        members[i].optimizer.step()
+        members[i].method.observe(members[i].state, inputs)
+        return total.detach() * ys[i].shape[0], (inputs.logits.detach().argmax(1) == ys[i]).sum()
+
+    return _each(members, list(losses), step)
 
 
 def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutcome | BaseException]:
@@ -173,8 +270,7 @@ def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutc
         _load(member, data, counts)
     labels = data.train_y.cpu()
     n = data.train_x.shape[0]
-    first = members[0].config
-    batch_size, attack, epochs = first["batch_size"], first["train_attack"], first["epochs"]
+    batch_size, epochs = members[0].config["batch_size"], members[0].config["epochs"]
     samplers = [SAMPLERS.get(m.method.sampler) for m in members]
     stacks = _Stacks(members)
     for epoch in range(min(m.start for m in members), epochs):
@@ -182,87 +278,45 @@ def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutc
         if not active:
             continue
         t0 = time.perf_counter()
-        weights, perms = {}, {}
-        for i in active:
+
+        def epoch_start(i: int) -> tuple[torch.Tensor | None, torch.Tensor]:
             m = members[i]
             for group in m.optimizer.param_groups:
                 group["lr"] = lr_at(epoch, m.config)
             weight = m.method.class_weights(epoch, data.train_counts)
-            weights[i] = weight.to(device) if weight is not None else None
-            perms[i] = samplers[i](labels, m.order_gen).to(device)
-        if len({perms[i].shape[0] for i in active}) != 1:
+            return (weight.to(device) if weight is not None else None), samplers[i](labels, m.order_gen).to(device)
+
+        drawn = _each(members, active, epoch_start)
+        active = list(drawn)
+        weights, perms = {i: v[0] for i, v in drawn.items()}, {i: v[1] for i, v in drawn.items()}
+        if len({perms[i].shape[0] for i in active}) > 1:
             raise ValueError("fused members' samplers drew epochs of different lengths")
-        length = perms[active[0]].shape[0]
-        attacking = [i for i in active if attack != "none" and members[i].method.attack_on(epoch)]
-        clean_for_attack = [i for i in attacking if members[i].method.attack_uses_clean]
-        clean_for_loss = [i for i in active if members[i].method.needs_clean_logits]
+        length = perms[active[0]].shape[0] if active else 0
         loss_sum = {i: torch.zeros((), device=device) for i in active}
         correct = {i: torch.zeros((), device=device, dtype=torch.long) for i in active}
         for start_idx in range(0, length, batch_size):
-            xs, ys = {}, {}
-            for i in active:
-                idx = perms[i][start_idx:start_idx + batch_size]
-                xs[i] = augment(data.train_x[idx], members[i].config["augment"], members[i].noise_gen,
-                                bounds=data.bounds)
-                ys[i] = data.train_y[idx]
-            x_adv = dict(xs)
-            if attacking:
-                bn_train = attack["bn_mode"] != "eval"  # train and frozen use batch statistics
-                frozen = attack["bn_mode"] == "frozen"  # … and frozen leaves the running ones as they are
-                clean_att = {}
-                if clean_for_attack:
-                    stack = stacks.get(clean_for_attack)
-                    with torch.no_grad(), stack.statistics_frozen(frozen):
-                        logits, _ = stack.forward_features(stack.weights(grad=False),
-                                                           torch.stack([xs[i] for i in clean_for_attack]), bn_train)
-                    clean_att = {i: logits[k] for k, i in enumerate(clean_for_attack)}
-                budgets = [members[i].method.attack_budget(epoch, epochs, ys[i], attack["eps"], attack["alpha"],
-                                                           counts) for i in attacking]
-                losses = [members[i].method.attack_loss(clean_att.get(i), members[i].state) for i in attacking]
-                stack = stacks.get(attacking)
-                with stack.statistics_frozen(frozen):
-                    adv = _fused_pgd(stack, torch.stack([xs[i] for i in attacking]),
-                                     torch.stack([ys[i] for i in attacking]), [members[i] for i in attacking],
-                                     budgets, losses, attack, data.bounds, bn_train)
-                for k, i in enumerate(attacking):
-                    x_adv[i] = adv[k]
-            clean_logits = {}
-            if clean_for_loss:
-                stack = stacks.get(clean_for_loss)
-                logits, _ = stack.forward_features(stack.weights(grad=True),
-                                                   torch.stack([xs[i] for i in clean_for_loss]), True)
-                clean_logits = {i: logits[k] for k, i in enumerate(clean_for_loss)}
-            stack = stacks.get(active)
-            w = stack.weights(grad=True)
-            logits, h = stack.forward_features(w, torch.stack([x_adv[i] for i in active]), True)
-            projecting = [k for k, i in enumerate(active) if members[i].method.uses_projection]
-            projection = dict(zip(projecting, stack.project(h, projecting))) if projecting else {}
-            inputs, total = {}, []
-            for k, i in enumerate(active):
-                method = members[i].method
-                inputs[i] = LossInputs(logits=logits[k], targets=ys[i], class_counts=counts, epoch=epoch,
-                                       weight=weights[i],
-                                       projection=projection.get(k),
-                                       clean_logits=clean_logits.get(i), features=h[k])
-                total.append(method.loss(inputs[i]))
-            for i in active:
-                members[i].optimizer.zero_grad(set_to_none=True)
-            torch.stack(total).sum().backward()
-            for k, i in enumerate(active):
-                members[i].optimizer.step()
-                members[i].method.observe(members[i].state, inputs[i])
-                loss_sum[i] += total[k].detach() * ys[i].shape[0]
-                correct[i] += (inputs[i].logits.detach().argmax(1) == ys[i]).sum()
+            active = [i for i in active if members[i].error is None]
+            if not active:
+                break
+            stepped = _batch(members, active, stacks, data,
+                             {i: perms[i][start_idx:start_idx + batch_size] for i in active}, epoch, weights, counts)
+            for i, (batch_loss, batch_correct) in stepped.items():
+                loss_sum[i] += batch_loss
+                correct[i] += batch_correct
         stacks.sync()
-        seconds = (time.perf_counter() - t0) / len(active)  # the group's time, split evenly between its members
-        for i in active:
+        active = [i for i in active if members[i].error is None]
+        seconds = (time.perf_counter() - t0) / max(len(active), 1)  # the group's time, split between its members
+
+        def epoch_end(i: int) -> None:
             m = members[i]
             m.method.end_epoch(m.state, epoch)
             mean_loss = float(loss_sum[i]) / n
             if not math.isfinite(mean_loss):
                 m.error = Diverged(f"training loss is {mean_loss} at epoch {epoch}")
-                continue
+                return
             _end_epoch(m, epoch, lr_at(epoch, m.config), mean_loss, int(correct[i]) / n, seconds, n)
+
+        _each(members, active, epoch_end)
     out: list[TrainOutcome | BaseException] = []
     for m in members:
         if m.error is not None:
