@@ -63,6 +63,22 @@ def test_a_member_is_bit_identical_whatever_its_company(problem, tmp_path):
         "epoch", "model", "optimizer", "order_rng", "noise_rng", "curves", "method_state"}
 
 
+def test_a_member_does_not_depend_on_the_thread_count(problem, tmp_path):
+    """Every stacked operation computes a member's slice in a fixed order, so the torch thread count (which moves
+    the unfused runner's numbers) leaves a fused member's bit for bit as it is."""
+    cells, data = problem
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _fused(cells[:2], data, tmp_path / "one")
+        torch.set_num_threads(2)
+        two = _fused(cells[:2], data, tmp_path / "two")
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert _same(a, b)
+
+
 def test_within_tolerance_of_the_unfused_path(problem, tmp_path):
     cells, data = problem
     fused = _fused(cells[:2], data, tmp_path / "f")

@@ -163,8 +163,9 @@ def _print_dry_run(suite: str, cells, statuses: dict[str, str], fuse="off", devi
     todo = [c for c in cells if statuses.get(c.cell_hash) != Status.DONE]
     # the device the cells would run on; a dry run on a machine without the GPU it names still plans for it
     units = plan(todo, fuse, "cuda" if str(device).startswith("cuda") else resolve_device(device).type)
-    fused = {cell.cell_hash: f"#{g + 1} ({len(members)} cells)" for g, (on, members) in
-             enumerate(u for u in units.units if u[0]) for cell in members}
+    groups = [members for on, members in units.units if on]
+    fused = {cell.cell_hash: f"#{g + 1} ({len(members)} cell{'' if len(members) == 1 else 's'})"
+             for g, members in enumerate(groups) for cell in members}
     table = Table(title=f"suite {suite}: {len(cells)} cell(s)")
     for column in ("cell", "status", "method", "dataset", "imbalance", "seed", "model", "epochs", "milestones",
                    "drw", "train", "augment", "select", "fused group"):
