@@ -101,13 +101,27 @@ class MemberConv(torch.autograd.Function):
             grad_weight = bmm(grad, cols.transpose(1, 2)).view(m, -1, c, k, k)
         if ctx.needs_input_grad[0]:
             grad_cols = bmm(kernel.transpose(1, 2), grad).view(m, c, k, k, h_out, w_out, n)
-            grad_padded = grad.new_zeros(m, c, h + 2 * padding, w + 2 * padding, n)
+            grad_x = grad.new_zeros(m, c, h, w, n)  # col2im straight into the unpadded input: padding gets nothing
             for i in range(k):
+                rows = _inside(i, stride, padding, h, h_out)
                 for j in range(k):
-                    grad_padded[:, :, i:i + stride * (h_out - 1) + 1:stride,
-                                j:j + stride * (w_out - 1) + 1:stride] += grad_cols[:, :, i, j]
-            grad_x = grad_padded[:, :, padding:padding + h, padding:padding + w]
+                    cols_ = _inside(j, stride, padding, w, w_out)
+                    if rows is None or cols_ is None:
+                        continue
+                    grad_x[:, :, rows[0]:rows[1]:stride, cols_[0]:cols_[1]:stride] += \
+                        grad_cols[:, :, i, j, rows[2]:rows[3], cols_[2]:cols_[3]]
         return grad_x, grad_weight, None, None
+
+
+def _inside(offset: int, stride: int, padding: int, size: int, size_out: int) -> tuple[int, int, int, int] | None:
+    """The output positions ``o`` whose tap ``offset`` reads the unpadded input (``0 <= offset + stride·o − padding <
+    size``), as ``(first input, end input, first output, end output)``; ``None`` when the tap only reads padding."""
+    first = max(0, -(-(padding - offset) // stride))
+    last = min(size_out - 1, (size - 1 + padding - offset) // stride)
+    if last < first:
+        return None
+    start = offset + stride * first - padding
+    return start, start + stride * (last - first) + 1, first, last + 1
 
 
 def conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
