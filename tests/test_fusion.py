@@ -141,52 +141,54 @@ def test_frozen_batch_norm_fuses_like_the_unfused_crafting_mode(problem, tmp_pat
         torch.testing.assert_close(frozen_logits[k], alone, rtol=1e-5, atol=1e-5)
 
 
-def test_a_diverging_member_ends_alone(problem, tmp_path):
-    cells, data = problem
+def _ldam_with(name: str, replacement):
+    """A ``method_for`` that gives the ldam cell a method whose ``name`` is ``replacement(base_class)``."""
 
     def method_for(config):
         method = methods.for_cell(config)
         if config["method"] != "ldam":
             return method
         base = type(method)
+        return type("Changed", (base,), {name: replacement(base)})(
+            **{f: getattr(method, f) for f in method.hyperparameters()})
 
-        class Blows(base):  # the loss becomes NaN: only this member may end
-            def loss(self, inputs):
-                return base.loss(self, inputs) * float("nan")
+    return method_for
 
-        return Blows(**{f: getattr(method, f) for f in method.hyperparameters()})
 
+@pytest.fixture(scope="module")
+def untouched(problem, tmp_path_factory):
+    """The four members trained together, none of them changed."""
+    cells, data = problem
+    return _fused(cells, data, tmp_path_factory.mktemp("untouched"))
+
+
+def test_a_diverging_member_ends_alone(problem, untouched, tmp_path):
+    cells, data = problem
+    method_for = _ldam_with("loss", lambda base: lambda self, inputs: base.loss(self, inputs) * float("nan"))
     outs = _fused(cells, data, tmp_path / "nan", method_for)
-    clean = _fused(cells, data, tmp_path / "ok")
     assert isinstance(outs[1], Diverged)
     for i in (0, 2, 3):
-        assert _same(outs[i], clean[i])
+        assert _same(outs[i], untouched[i])
 
 
 @pytest.mark.parametrize("where", ["loss", "attack_loss", "class_weights", "observe"])
-def test_a_member_whose_own_code_raises_fails_alone(problem, tmp_path, where):
+def test_a_member_whose_own_code_raises_fails_alone(problem, untouched, tmp_path, where):
     """A bug in one member's method (its loss, attack objective, class weights or state update) ends that member
     with its own exception, at the point it raised; every other member trains on, bit for bit as without it."""
     cells, data = problem
 
-    def method_for(config):
-        method = methods.for_cell(config)
-        if config["method"] != "ldam":
-            return method
-        base = type(method)
-
+    def replacement(base):
         def broken(self, *args, **kwargs):
             if where != "class_weights" or args[0] >= 1:  # class weights: from the second epoch on
                 raise RuntimeError(f"boom in {where}")
             return getattr(base, where)(self, *args, **kwargs)
 
-        return type("Broken", (base,), {where: broken})(**{f: getattr(method, f) for f in method.hyperparameters()})
+        return broken
 
-    outs = _fused(cells, data, tmp_path / "boom", method_for)
-    clean = _fused(cells, data, tmp_path / "ok")
+    outs = _fused(cells, data, tmp_path / "boom", _ldam_with(where, replacement))
     assert isinstance(outs[1], RuntimeError) and f"boom in {where}" in str(outs[1])
     for i in (0, 2, 3):
-        assert _same(outs[i], clean[i])
+        assert _same(outs[i], untouched[i])
 
 
 def test_a_killed_group_resumes_to_the_uninterrupted_result(problem, tmp_path):
