@@ -102,9 +102,11 @@ class Progress:
             extra = " · " + ", ".join(accs)
         elif result is not None and result.error:
             extra = " · " + result.error.strip().splitlines()[-1][:160]
+        fused = (result.provenance or {}).get("fused", 1) if result is not None else 1
+        group = f" (with its fused group of {fused})" if fused > 1 else ""  # the group's time, shared
         self.console.print(
             f"[{self.finished}/{self.total}] {status} {cell.label()} in {_duration(now - self.cell_started_at)}"
-            f"{extra} · about {_duration(left)} left",
+            f"{group}{extra} · about {_duration(left)} left",
             highlight=False, markup=False,
         )
 

@@ -275,7 +275,7 @@ def test_the_suite_and_the_command_line_set_fuse_and_the_dry_run_shows_groups(tm
 
 def test_fused_cells_store_what_unfused_cells_store(tmp_path):
     """Through `bench run`: the same cells, rows and shapes fused (--fuse 3) and unfused (--fuse off); the numbers
-    within the stated tolerance; the result file records the group size."""
+    within the stated tolerance; the result file records the group size, and the progress line says so."""
     import sqlite3
 
     import numpy as np
@@ -285,9 +285,10 @@ def test_fused_cells_store_what_unfused_cells_store(tmp_path):
     for name, fuse in (("fused", "3"), ("unfused", "off")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "s.toml").write_text(SUITE.format(fuse=""))
-        out = _bench(tmp_path / name, "run", "s.toml", "--quiet", "--fuse", fuse, "--db",
-                     f"sqlite:///{tmp_path / name / 'b.db'}")
+        out = _bench(tmp_path / name, "run", "s.toml", "--fuse", fuse, "--db", f"sqlite:///{tmp_path / name / 'b.db'}")
         assert out.returncode == 0, out.stderr
+        progress = " ".join(out.stderr.split())  # one line per cell, wrapped: the group's time, shared
+        assert progress.count("(with its fused group of 2)") == (2 if name == "fused" else 0), progress
         with sqlite3.connect(tmp_path / name / "b.db") as con:
             tables[name] = {
                 "runs": sorted(con.execute("select cell_hash, status, epochs_done from runs").fetchall()),
