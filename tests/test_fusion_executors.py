@@ -30,13 +30,13 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _context(project, methods: str = METHODS, fuse=3):
+def _context(project, methods: str = METHODS, fuse=3, extra: str = ""):
     from bench.executors import RunContext
     from bench.settings import load_settings
     from bench.suite import load_suite
 
     settings = dataclasses.replace(load_settings(), fuse=fuse)
-    cells = load_suite(suite(project, methods=methods), settings).cells
+    cells = load_suite(suite(project, methods=methods, extra=extra), settings).cells
     store = Store(db_url(project))
     store.create()
     return RunContext(suite_name="tiny", suite_path=project / "tiny.toml", cells=cells, store=store,
@@ -44,9 +44,9 @@ def _context(project, methods: str = METHODS, fuse=3):
 
 
 def test_the_driver_submits_one_job_per_group_and_a_lost_job_fails_every_member(project):
-    """A fake engine whose jobs vanish: the three fusable cells go as one GroupJob, the AWP cell (its method wraps
-    the step) as its own CellJob; every member is queued under the group's tag, and all of them fail with the
-    job's account of why when it is lost."""
+    """A fake engine whose jobs vanish: the three fusable cells go as one GroupJob, a preact-resnet18 cell (no
+    stacked forward) as its own CellJob; every member is queued under the group's tag, and all of them fail with
+    the job's account of why when it is lost."""
     from bench.executors.job import CellJob, GroupJob
     from bench.executors.remote import Backend, RemoteExecutor
 
@@ -80,7 +80,8 @@ def test_the_driver_submits_one_job_per_group_and_a_lost_job_fails_every_member(
         def backend(self):
             return backend
 
-    ctx = _context(project, methods='["ce", "focal", "cb-reweight", "awp"]')
+    ctx = _context(project, methods='["ce", "focal", "cb-reweight"]',
+                   extra='[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = "awp"\nmodel = "preact-resnet18"\n')
     stored = []
     original = ctx.store.enqueue
     ctx.store.enqueue = lambda records, tags: (stored.append(list(tags)), original(records, tags))[1]

@@ -55,17 +55,11 @@ def group_limit(fuse: Any, device_type: str) -> int:
 def why_not(config: Mapping[str, Any], device_type: str, fuse: Any = None) -> str | None:
     """Why a cell cannot train fused (``None`` = it can): the first unsupported need, in words. Under
     ``fuse = "auto"`` a stackable model that ``auto`` does not fuse on this device is one more reason."""
-    import methods
-    from methods.base import Method
-
     if config["model"] not in STACKED_MODELS:
         return f"model {config['model']} has no stacked forward (fused: {', '.join(STACKED_MODELS)})"
     if fuse == "auto" and config["model"] not in AUTO_MODELS.get(device_type, ()):
         return (f"fuse = \"auto\" fuses {', '.join(AUTO_MODELS.get(device_type, ())) or 'no model'} on {device_type}"
                 f" (where stacking was measured to pay); fuse = N fuses {config['model']} too")
-    method = methods.for_cell(dict(config))
-    if method.awp_gamma > 0 or type(method).around_step is not Method.around_step:
-        return "its method wraps the optimisation step (around_step, e.g. AWP)"
     if config.get("val_split") or config.get("select", "last") != "last":
         return "validation-split model selection"
     if config.get("precision", "auto") == "bf16" or (device_type == "cuda" and config.get("precision") != "fp32"):

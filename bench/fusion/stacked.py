@@ -108,8 +108,8 @@ class MemberConv(torch.autograd.Function):
                     cols_ = _inside(j, stride, padding, w, w_out)
                     if rows is None or cols_ is None:
                         continue
-                    grad_x[:, :, rows[0]:rows[1]:stride, cols_[0]:cols_[1]:stride] += \
-                        grad_cols[:, :, i, j, rows[2]:rows[3], cols_[2]:cols_[3]]
+                    grad_x[:, :, rows[0]:rows[1]:stride, cols_[0]:cols_[1]:stride].add_(  # in place: no copy back
+                        grad_cols[:, :, i, j, rows[2]:rows[3], cols_[2]:cols_[3]])
         return grad_x, grad_weight, None, None
 
 
@@ -139,6 +139,7 @@ class BatchNorms:
         self.var = torch.cat([b.running_var for b in layers])
         self.eps = layers[0].eps
         self.momentum = layers[0].momentum
+        self.counters = [b.num_batches_tracked for b in layers]  # one foreach call counts every member's batch
         self.frozen = False  # batch statistics without updating the running ones (bn_mode "frozen")
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, training: bool) -> torch.Tensor:
@@ -147,8 +148,7 @@ class BatchNorms:
         out = F.batch_norm(x, self.mean, self.var, weight.reshape(-1), bias.reshape(-1), training, self.momentum,
                            self.eps)
         if training:
-            for b in self.layers:
-                b.num_batches_tracked.add_(1)
+            torch._foreach_add_(self.counters, 1)
         return out
 
     def write_back(self) -> None:

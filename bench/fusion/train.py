@@ -3,15 +3,18 @@
 Every member keeps what :func:`bench.train.train` would keep for its cell — its ``Classifier`` (built from its
 seed), its own SGD optimiser, batch-order and noise generators, method state and checkpoint — and goes through the
 same recipe: its sampler draws its epoch, it augments its own batch with its own generator, its method sets the
-attack's objective, budget and start, its loss, class weights, stage schedule and inference bias. What is shared is
-the arithmetic: each forward and backward runs once over the stacked members (:mod:`bench.fusion.stacked`), and the
-PGD update is one set of single-rounding tensor operations over all members (bit for bit each member's own formula).
+attack's objective, budget and start, its loss, class weights, stage schedule, step hook (``around_step``: AWP
+probes the member's own loss alone and perturbs its own weights around the stacked step) and inference bias. What
+is shared is the arithmetic: each forward and backward runs once over the stacked members
+(:mod:`bench.fusion.stacked`), and the PGD update is one set of single-rounding tensor operations over all members
+(bit for bit each member's own formula).
 
 A member's numbers do not depend on its company (CPU): every stacked operation computes a member's slice the same
 way whatever the member count, and a pass that concerns only some members (the clean forward of TRADES-like
 methods, the attack of members whose stage schedule trains naturally this epoch) runs over those members only, so
 no member's batch-norm statistics see a forward its unfused run would not make. A member whose loss is not finite
-at the end of an epoch ends there (``Diverged``, its own outcome); the others go on.
+at the end of an epoch ends there (``Diverged``, its own outcome), and so does one whose own code raises (its
+exception, :func:`_each`); the others go on.
 
 Checkpoints are ``bench.train``'s, one per member (``runs/<hash>/checkpoint.pt``), so a fused cell resumes unfused
 and the other way round; members resumed at different epochs train together from the epoch each is at.
@@ -23,6 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ from bench.train import (
     make_generators,
 )
 from methods import LossInputs, Method
+from methods.base import StepContext
 from methods.samplers import SAMPLERS
 
 OnEpoch = Callable[[int, int, dict], None]
@@ -119,10 +124,15 @@ class _Stacks:
             self.current = stack
         return stack
 
-    def sync(self) -> None:
+    def flush(self) -> None:
+        """Write the statistics back to the members and hold none, so that code working on a member's own modules
+        (a step hook that saves and restores its buffers) sees them current; the next :meth:`get` re-reads them."""
         if self.current is not None:
             self.current.sync_buffers()
         self.current = None
+
+    def sync(self) -> None:
+        self.flush()
         self.cache.clear()
 
 
@@ -222,16 +232,44 @@ def _batch(members: Sequence[Member], active: Sequence[int], stacks: _Stacks, da
                                  data.bounds, bn_train)
             for k, i in enumerate(attacking):
                 x_adv[i] = adv[k]
+    stepping = live(active)
+
+    def probe(i: int) -> torch.Tensor:
+        """Member ``i``'s training loss of the batch on its current weights, computed alone (a step hook's proxy,
+        AWP's); the forward's batch-norm updates stay in a stack that is re-read afterwards, so they are dropped."""
+        stack = stacks.get([i])
+        try:
+            w, method = stack.weights(grad=True), members[i].method
+            clean = stack.forward_features(w, xs[i][None], True)[0][0] if method.needs_clean_logits else None
+            logits, h = stack.forward_features(w, x_adv[i][None], True)
+            projection = stack.project(h, [0])[0] if method.uses_projection else None
+            return method.loss(LossInputs(logits=logits[0], targets=ys[i], class_counts=counts, epoch=epoch,
+                                          weight=weights[i], projection=projection, clean_logits=clean,
+                                          features=h[0]))
+        finally:
+            stack.reload_buffers()
+
+    stacks.flush()  # a hook saves and restores its member's buffers: they must be current
+    with ExitStack() as hooks:  # each member's around_step (AWP: perturb … restore) around the one stacked step
+        _each(members, stepping, lambda i: hooks.enter_context(members[i].method.around_step(
+            StepContext(members[i].model, epoch, lambda i=i: probe(i)))))
+        losses = _stacked_step(members, live(stepping), stacks, xs, x_adv, ys, epoch, weights, counts)
+    return _each(members, list(losses), lambda i: _observe(members[i], ys[i], *losses[i]))
+
+
+def _stacked_step(members: Sequence[Member], stepping: Sequence[int], stacks: _Stacks, xs: dict, x_adv: dict,
+                  ys: dict, epoch: int, weights: dict, counts: torch.Tensor) -> dict[int, tuple]:
+    """The training forward, one backward and each member's optimiser step; ``{i: (inputs, loss)}`` of the members
+    that stepped."""
+    if not stepping:
+        return {}
     clean_logits = {}
-    clean_for_loss = [i for i in live(active) if members[i].method.needs_clean_logits]
+    clean_for_loss = [i for i in stepping if members[i].method.needs_clean_logits]
     if clean_for_loss:
         stack = stacks.get(clean_for_loss)
         logits, _ = stack.forward_features(stack.weights(grad=True), torch.stack([xs[i] for i in clean_for_loss]),
                                            True)
         clean_logits = {i: logits[k] for k, i in enumerate(clean_for_loss)}
-    stepping = live(active)
-    if not stepping:
-        return {}
     stack = stacks.get(stepping)
     logits, h = stack.forward_features(stack.weights(grad=True), torch.stack([x_adv[i] for i in stepping]), True)
     position = {i: k for k, i in enumerate(stepping)}
@@ -250,14 +288,14 @@ def _batch(members: Sequence[Member], active: Sequence[int], stacks: _Stacks, da
     for i in losses:
         members[i].optimizer.zero_grad(set_to_none=True)
     torch.stack([total for _, total in losses.values()]).sum().backward()
+    stepped = _each(members, list(losses), lambda i: members[i].optimizer.step())
+    return {i: losses[i] for i in stepped}
 
-    def step(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, total = losses[i]
-        members[i].optimizer.step()
-        members[i].method.observe(members[i].state, inputs)
-        return total.detach() * ys[i].shape[0], (inputs.logits.detach().argmax(1) == ys[i]).sum()
 
-    return _each(members, list(losses), step)
+def _observe(member: Member, y: torch.Tensor, inputs: LossInputs, total: torch.Tensor) -> tuple:
+    """After the step (and its hook): the method's run state sees the batch; ``(loss · n, correct)``."""
+    member.method.observe(member.state, inputs)
+    return total.detach() * y.shape[0], (inputs.logits.detach().argmax(1) == y).sum()
 
 
 def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutcome | BaseException]:
