@@ -223,7 +223,9 @@ def test_grouping_uses_capabilities_and_keeps_hashes(problem):
     units = plan(cells, 4, "cpu").units
     assert [len(group) for fused, group in units if fused] == [4]
     assert plan(cells, "off", "cpu").units == [(False, [c]) for c in cells]
-    assert "validation-split" in why_not(dict(cells[0].config, val_split=0.1, select="best-val-robust"), "cpu")
+    assert why_not(dict(cells[0].config, val_split=0.1, select="best-val-robust"), "cpu") is None
+    keyed = plan([cells[0]] + [type(cells[1])(dict(cells[1].config, val_split=0.1), cells[1].cell_hash)], 4, "cpu")
+    assert [len(group) for _, group in keyed.units] == [1, 1]  # another validation split: another training set
     assert "auto" in why_not(dict(cells[0].config, model="resnet18"), "cpu", "auto")  # auto: where it pays only
     assert "auto" in why_not(cells[0].config, "cuda", "auto") and why_not(cells[0].config, "cpu", "auto") is None
     assert "stacked forward" in why_not(dict(cells[0].config, model="preact-resnet18"), "cpu")
@@ -275,6 +277,35 @@ def test_awp_runs_around_the_stacked_step(tmp_path):
     acc_f = evaluate(alone.model, data, cfg)["clean"].mean()
     acc_u = evaluate(ref.model, data, cfg)["clean"].mean()
     assert abs(acc_f - acc_u) <= 0.02
+
+
+def test_validation_selection_fuses(tmp_path):
+    """Model selection on a validation split (the lt_2026 protocol) fuses: each member is validated unfused on
+    the group's split and keeps its own best epoch; bit-identical alone or in company, the record of the choice
+    an unfused cell's, its scores within tolerance of the unfused run."""
+    text = SUITE.format(fuse="").replace("epochs = 2", 'epochs = 3\nval_split = 0.2\nselect = "best-val-robust"\n'
+                                                       "val_every = 1")
+    (tmp_path / "s.toml").write_text(text)
+    cells = {c.config["method"]: c for c in load_suite(tmp_path / "s.toml", Settings()).cells}
+    cfg = cells["focal"].config
+    data = prepare(cfg["dataset"], cfg["imbalance"], cfg["seed"], root=Path("data"), args=cfg["dataset_args"],
+                   device=torch.device("cpu"), val_split=cfg["val_split"])
+    alone = _fused([cells["focal"]], data, tmp_path / "alone")[0]
+    group = _fused([cells["ce"], cells["focal"], cells["awp"]], data, tmp_path / "group")
+    assert _same(alone, group[1]) and alone.selection == group[1].selection
+    assert all("val_robust" in row for row in alone.curves)
+    ref = train(cfg, methods.for_cell(cfg), data, tmp_path / "unfused")
+    assert set(alone.selection) == set(ref.selection) and alone.selection["val_images"] == ref.selection["val_images"]
+    for a, b in zip(alone.curves, ref.curves):
+        assert abs(a["val_clean"] - b["val_clean"]) <= 0.05  # balanced accuracy of ~110 validation images
+    # the best epoch is chosen, and its weights are the ones returned: validating them again gives its scores
+    epoch = alone.selection["epoch"]
+    assert alone.selection["val_robust"] == alone.curves[epoch]["val_robust"] == max(r["val_robust"]
+                                                                                     for r in alone.curves)
+    from bench.selection import Selector
+
+    again = Selector(cfg, methods.for_cell(cfg), data).validate(alone.model, epoch)
+    assert again == {"val_clean": alone.curves[epoch]["val_clean"], "val_robust": alone.curves[epoch]["val_robust"]}
 
 
 def test_the_suite_and_the_command_line_set_fuse_and_the_dry_run_shows_groups(tmp_path):

@@ -60,8 +60,6 @@ def why_not(config: Mapping[str, Any], device_type: str, fuse: Any = None) -> st
     if fuse == "auto" and config["model"] not in AUTO_MODELS.get(device_type, ()):
         return (f"fuse = \"auto\" fuses {', '.join(AUTO_MODELS.get(device_type, ())) or 'no model'} on {device_type}"
                 f" (where stacking was measured to pay); fuse = N fuses {config['model']} too")
-    if config.get("val_split") or config.get("select", "last") != "last":
-        return "validation-split model selection"
     if config.get("precision", "auto") == "bf16" or (device_type == "cuda" and config.get("precision") != "fp32"):
         return "bf16 training (the fused path is fp32)"
     if device_type == "cuda" and config.get("compile") is True:

@@ -48,7 +48,8 @@ def train_and_settle(cells: list[Cell], ledger, settings, device: torch.device, 
             if on_start is not None:
                 on_start()  # inside the held cells: whatever raises here fails them, as the unfused runner does
             data = prepare(config["dataset"], config["imbalance"], config["seed"], root=settings.data_root,
-                           download=download or settings.download, args=config["dataset_args"], device=device)
+                           download=download or settings.download, args=config["dataset_args"], device=device,
+                           val_split=config.get("val_split", 0.0))  # a group key: every member's split
             for i, cell in enumerate(cells):
                 def member_epoch(done: int, total: int, row: dict, i: int = i, cell: Cell = cell) -> None:
                     on_epoch(i, cell, done, total, row)

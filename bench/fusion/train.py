@@ -4,10 +4,10 @@ Every member keeps what :func:`bench.train.train` would keep for its cell — it
 seed), its own SGD optimiser, batch-order and noise generators, method state and checkpoint — and goes through the
 same recipe: its sampler draws its epoch, it augments its own batch with its own generator, its method sets the
 attack's objective, budget and start, its loss, class weights, stage schedule, step hook (``around_step``: AWP
-probes the member's own loss alone and perturbs its own weights around the stacked step) and inference bias. What
-is shared is the arithmetic: each forward and backward runs once over the stacked members
-(:mod:`bench.fusion.stacked`), and the PGD update is one set of single-rounding tensor operations over all members
-(bit for bit each member's own formula).
+probes the member's own loss alone and perturbs its own weights around the stacked step), validation and model
+selection (its own model, validated unfused) and inference bias. What is shared is the arithmetic: each forward
+and backward runs once over the stacked members (:mod:`bench.fusion.stacked`), and the PGD update is one set of
+single-rounding tensor operations over all members (bit for bit each member's own formula).
 
 A member's numbers do not depend on its company (CPU): every stacked operation computes a member's slice the same
 way whatever the member count, and a pass that concerns only some members (the clean forward of TRADES-like
@@ -40,6 +40,7 @@ from bench.augment import augment
 from bench.data import PreparedData
 from bench.errors import Diverged
 from bench.fusion.stacked import StackedClassifier
+from bench.selection import Selector
 from bench.train import (
     CHECKPOINT,
     TrainOutcome,
@@ -68,6 +69,7 @@ class Member:
     noise_gen: Any = None
     outcome: TrainOutcome | None = None
     state: dict = field(default_factory=dict)
+    selector: Any = None  # validation and model selection (bench.selection), inactive without val_split
     start: int = 0
     error: BaseException | None = None  # set when the member ended early (Diverged)
 
@@ -81,6 +83,7 @@ def _fresh(member: Member, data: PreparedData, counts: torch.Tensor) -> None:
     member.order_gen, member.noise_gen = make_generators(config["seed"], data.train_x.device)
     member.outcome = TrainOutcome(member.model)
     member.state = member.method.init_state(counts)
+    member.selector = Selector(config, member.method, data)
     member.start = 0
 
 
@@ -93,7 +96,7 @@ def _load(member: Member, data: PreparedData, counts: torch.Tensor) -> None:
         return
     try:
         member.start = unfused._resume(checkpoint, member.config, member.model, member.optimizer, member.order_gen,
-                                       member.noise_gen, member.outcome, member.state)
+                                       member.noise_gen, member.outcome, member.state, member.selector)
     except Exception as exc:
         if isinstance(exc, PermissionError) or "out of memory" in str(exc):
             raise
@@ -360,6 +363,7 @@ def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutc
         if m.error is not None:
             out.append(m.error)
             continue
+        m.outcome.selection = m.selector.finish(m.model)  # the selected epoch's weights (else the last epoch's)
         m.model.set_logit_bias(m.method.inference_bias(data.train_counts))
         out.append(m.outcome)
     return out
@@ -370,13 +374,15 @@ def _end_epoch(m: Member, epoch: int, lr: float, loss: float, accuracy: float, s
     m.outcome.train_seconds += seconds
     m.outcome.images += n
     row = {"epoch": epoch, "lr": lr, "loss": loss, "train_accuracy": accuracy, "seconds": seconds}
+    if m.selector.due(epoch):  # the member's own model, unfused: the same scores whatever its company
+        row.update(m.selector.validate(m.model, epoch))
     m.outcome.curves.append(row)
     unfused._save_atomic(
         {
             "epoch": epoch, "model": m.model.state_dict(), "optimizer": m.optimizer.state_dict(),
             "order_rng": m.order_gen.get_state(), "noise_rng": m.noise_gen.get_state(),
             "curves": m.outcome.curves, "train_seconds": m.outcome.train_seconds, "images": m.outcome.images,
-            "method_state": m.state,
+            "method_state": m.state, **m.selector.checkpoint(),
         },
         m.run_dir / CHECKPOINT,
     )
