@@ -10,8 +10,8 @@ says what, in words, from capabilities and keys (never a method's name).
 The ``fuse`` setting (``bench.toml``'s ``[bench]`` or a suite's top level): ``"off"``; ``"auto"``; or a whole number
 ``N`` ≥ 1, the largest group (fused on any device where the cell qualifies). ``"auto"`` fuses, in groups of up to
 :data:`AUTO_LIMIT`, the models :data:`AUTO_MODELS` names for the device: where stacking was measured to pay. On 2 CPU
-cores that is cnn-small (11 members 1.8× the unfused runner's throughput, ``benchmarks/bench_fusion.py``; the quick
-suite 1.9× faster end to end) and ``linear``; on a GPU nothing yet, since the stacked resnet18 (``--case
+cores that is cnn-small (11 members 2.0× the unfused runner's throughput, ``benchmarks/bench_fusion.py``; the quick
+suite about 2× faster end to end) and ``linear``; on a GPU nothing yet, since the stacked resnet18 (``--case
 resnet18-cuda``) is not measured.
 """
 
