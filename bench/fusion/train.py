@@ -240,17 +240,11 @@ def _batch(members: Sequence[Member], active: Sequence[int], stacks: _Stacks, da
     def probe(i: int) -> torch.Tensor:
         """Member ``i``'s training loss of the batch on its current weights, computed alone (a step hook's proxy,
         AWP's); the forward's batch-norm updates stay in a stack that is re-read afterwards, so they are dropped."""
-        stack = stacks.get([i])
         try:
-            w, method = stack.weights(grad=True), members[i].method
-            clean = stack.forward_features(w, xs[i][None], True)[0][0] if method.needs_clean_logits else None
-            logits, h = stack.forward_features(w, x_adv[i][None], True)
-            projection = stack.project(h, [0])[0] if method.uses_projection else None
-            return method.loss(LossInputs(logits=logits[0], targets=ys[i], class_counts=counts, epoch=epoch,
-                                          weight=weights[i], projection=projection, clean_logits=clean,
-                                          features=h[0]))
+            inputs = _loss_inputs(members, [i], stacks, xs, x_adv, ys, epoch, weights, counts)[i]
+            return members[i].method.loss(inputs)
         finally:
-            stack.reload_buffers()
+            stacks.get([i]).reload_buffers()
 
     stacks.flush()  # a hook saves and restores its member's buffers: they must be current
     with ExitStack() as hooks:  # each member's around_step (AWP: perturb … restore) around the one stacked step
@@ -260,32 +254,34 @@ def _batch(members: Sequence[Member], active: Sequence[int], stacks: _Stacks, da
     return _each(members, list(losses), lambda i: _observe(members[i], ys[i], *losses[i]))
 
 
+def _loss_inputs(members: Sequence[Member], indices: Sequence[int], stacks: _Stacks, xs: dict, x_adv: dict,
+                 ys: dict, epoch: int, weights: dict, counts: torch.Tensor) -> dict[int, LossInputs]:
+    """The training forward of the members at ``indices`` (the clean one for those whose loss needs it, then the
+    adversarial one, the projection head where used): each member's :class:`LossInputs`, with autograd."""
+    clean_logits = {}
+    clean_for_loss = [i for i in indices if members[i].method.needs_clean_logits]
+    if clean_for_loss:
+        stack = stacks.get(clean_for_loss)
+        logits, _ = stack.forward_features(stack.weights(grad=True), torch.stack([xs[i] for i in clean_for_loss]),
+                                           True)
+        clean_logits = {i: logits[k] for k, i in enumerate(clean_for_loss)}
+    stack = stacks.get(indices)
+    logits, h = stack.forward_features(stack.weights(grad=True), torch.stack([x_adv[i] for i in indices]), True)
+    projecting = [k for k, i in enumerate(indices) if members[i].method.uses_projection]
+    projection = dict(zip(projecting, stack.project(h, projecting))) if projecting else {}
+    return {i: LossInputs(logits=logits[k], targets=ys[i], class_counts=counts, epoch=epoch, weight=weights[i],
+                          projection=projection.get(k), clean_logits=clean_logits.get(i), features=h[k])
+            for k, i in enumerate(indices)}
+
+
 def _stacked_step(members: Sequence[Member], stepping: Sequence[int], stacks: _Stacks, xs: dict, x_adv: dict,
                   ys: dict, epoch: int, weights: dict, counts: torch.Tensor) -> dict[int, tuple]:
     """The training forward, one backward and each member's optimiser step; ``{i: (inputs, loss)}`` of the members
     that stepped."""
     if not stepping:
         return {}
-    clean_logits = {}
-    clean_for_loss = [i for i in stepping if members[i].method.needs_clean_logits]
-    if clean_for_loss:
-        stack = stacks.get(clean_for_loss)
-        logits, _ = stack.forward_features(stack.weights(grad=True), torch.stack([xs[i] for i in clean_for_loss]),
-                                           True)
-        clean_logits = {i: logits[k] for k, i in enumerate(clean_for_loss)}
-    stack = stacks.get(stepping)
-    logits, h = stack.forward_features(stack.weights(grad=True), torch.stack([x_adv[i] for i in stepping]), True)
-    position = {i: k for k, i in enumerate(stepping)}
-    projecting = [k for k, i in enumerate(stepping) if members[i].method.uses_projection]
-    projection = dict(zip(projecting, stack.project(h, projecting))) if projecting else {}
-
-    def loss(i: int) -> tuple[LossInputs, torch.Tensor]:
-        k = position[i]
-        inputs = LossInputs(logits=logits[k], targets=ys[i], class_counts=counts, epoch=epoch, weight=weights[i],
-                            projection=projection.get(k), clean_logits=clean_logits.get(i), features=h[k])
-        return inputs, members[i].method.loss(inputs)
-
-    losses = _each(members, stepping, loss)
+    inputs = _loss_inputs(members, stepping, stacks, xs, x_adv, ys, epoch, weights, counts)
+    losses = _each(members, stepping, lambda i: (inputs[i], members[i].method.loss(inputs[i])))
     if not losses:
         return {}
     for i in losses:
