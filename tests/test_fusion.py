@@ -91,19 +91,30 @@ def test_within_tolerance_of_the_unfused_path(problem, tmp_path):
         assert abs(acc_f - acc_u) <= 0.02
 
 
+def _one_epoch_cell(tmp_path: Path, method: str, extra: str = ""):
+    """A one-epoch digits cell of ``method`` at its own attack recipe (PGD-2)."""
+    suite = tmp_path / "r.toml"
+    suite.write_text('name = "r"\nseeds = [0]\n[defaults]\nepochs = 1\n'
+                     'train_attack = { kind = "pgd", eps = 0.1, alpha = 0.025, steps = 2 }\n'
+                     f'[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = "{method}"\n{extra}')
+    return load_suite(suite, Settings()).cells[0]
+
+
+def _first_epoch_within_tolerance(cell, data, tmp_path: Path):
+    """The cell fused alone and unfused: the first epoch's losses within the stated 1 %; both outcomes."""
+    fused = _fused([cell], data, tmp_path / "f")[0]
+    ref = train(cell.config, methods.for_cell(cell.config), data, tmp_path / "u")
+    assert abs(fused.curves[0]["loss"] - ref.curves[0]["loss"]) <= 0.01 * abs(ref.curves[0]["loss"])
+    return fused, ref
+
+
 def test_a_positive_start_fuses_and_draws_the_unfused_start(problem, tmp_path):
     """RoBal's recipe (eval-mode batch norm, start x + eps·U(0, 1)) through the fused path, alone: its first
     epoch's loss is the unfused runner's within the stated tolerance, and a symmetric start would move it."""
     _, data = problem
-    suite = tmp_path / "r.toml"
-    suite.write_text('name = "r"\nseeds = [0]\n[defaults]\nepochs = 1\n'
-                     'train_attack = { kind = "pgd", eps = 0.1, alpha = 0.025, steps = 2 }\n'
-                     '[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = "robal"\n')
-    cell = load_suite(suite, Settings()).cells[0]
+    cell = _one_epoch_cell(tmp_path, "robal")
     assert cell.config["train_attack"]["start"] == "positive" and why_not(cell.config, "cpu") is None
-    fused = _fused([cell], data, tmp_path / "f")[0]
-    ref = train(cell.config, methods.for_cell(cell.config), data, tmp_path / "u")
-    assert abs(fused.curves[0]["loss"] - ref.curves[0]["loss"]) <= 0.01 * abs(ref.curves[0]["loss"])
+    _, ref = _first_epoch_within_tolerance(cell, data, tmp_path)
     symmetric = {**cell.config, "train_attack": {**cell.config["train_attack"], "start": "symmetric"}}
     other = train(symmetric, methods.for_cell(symmetric), data, tmp_path / "s")
     assert other.curves[0]["loss"] != ref.curves[0]["loss"]
@@ -116,16 +127,9 @@ def test_frozen_batch_norm_fuses_like_the_unfused_crafting_mode(problem, tmp_pat
     from bench.fusion.stacked import StackedClassifier
 
     _, data = problem
-    suite = tmp_path / "r.toml"
-    suite.write_text('name = "r"\nseeds = [0]\n[defaults]\nepochs = 1\n'
-                     'train_attack = { kind = "pgd", eps = 0.1, alpha = 0.025, steps = 2 }\n'
-                     '[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = "robustlt"\n'
-                     'method_args.cw_eps_warmup = 0\n')
-    cell = load_suite(suite, Settings()).cells[0]
+    cell = _one_epoch_cell(tmp_path, "robustlt", "method_args.cw_eps_warmup = 0\n")
     assert cell.config["train_attack"]["bn_mode"] == "frozen" and why_not(cell.config, "cpu") is None
-    fused = _fused([cell], data, tmp_path / "f")[0]
-    ref = train(cell.config, methods.for_cell(cell.config), data, tmp_path / "u")
-    assert abs(fused.curves[0]["loss"] - ref.curves[0]["loss"]) <= 0.01 * abs(ref.curves[0]["loss"])
+    fused, ref = _first_epoch_within_tolerance(cell, data, tmp_path)
 
     models = [fused.model, ref.model]
     before = [{k: v.clone() for k, v in m.state_dict().items() if "running" in k} for m in models]

@@ -12,22 +12,12 @@ import sqlite3
 
 import numpy as np
 import pytest
-from test_executors import BENCH_TOML, bench, db_url, runs, suite
+from test_executors import bench, db_url, project, runs, suite  # noqa: F401 - project is a fixture
 
 from bench.results import files as resultfile
 from bench.results.store import Store
 
 METHODS = '["ce", "focal", "cb-reweight"]'
-
-
-@pytest.fixture()
-def project(tmp_path, monkeypatch):
-    """test_executors' project folder: bench.toml (SQLite database, fast polling); workers use one thread."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("BENCH_CONFIG", raising=False)
-    monkeypatch.setenv("BENCH_THREADS", "1")
-    (tmp_path / "bench.toml").write_text(BENCH_TOML.format(db="sqlite:///results/bench.db"))
-    return tmp_path
 
 
 def _context(project, methods: str = METHODS, fuse=3, extra: str = ""):
