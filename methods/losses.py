@@ -6,10 +6,31 @@ Shapes: ``logits`` ``[N, C]``, ``targets`` ``[N]`` (int64 class indices), ``weig
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def in_float32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run a loss in float32 even under autocast (bf16 training, ``precision = "auto"`` on CUDA): half-precision
+    tensor arguments are upcast and autocast is off inside. For the feature losses whose matrix products feed a
+    softmax over similarities or a difference that cancels (SRAT's separation loss, REAT's tail term): in bf16
+    they are off by 1e-3 to 5 % of their value, where cross-entropy (which autocast keeps in float32) is exact."""
+
+    def up(value):
+        return value.float() if isinstance(value, torch.Tensor) and value.dtype in _HALF else value
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+
+    return wrapper
 
 
 def _check_logits(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> None:
@@ -89,6 +110,7 @@ def cross_entropy(
     return F.cross_entropy(logits, targets, weight=weight)
 
 
+@in_float32
 def separation_loss(features: torch.Tensor, targets: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """SRAT's feature separation loss: supervised contrastive loss over one view (Khosla et al., 2020).
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from methods.losses import _check_logits
+from methods.losses import _check_logits, in_float32
 
 
 def tail_classes(num_classes: int) -> list[int]:
@@ -39,6 +39,7 @@ def rbl_attack_loss(weight: torch.Tensor):
     return loss
 
 
+@in_float32
 def reat_tail_loss(features: torch.Tensor, targets: torch.Tensor, class_counts: torch.Tensor,
                    reduction: str = "mean") -> torch.Tensor:
     """REAT's tail feature term (``loss_functions.REAT``, the ``TAIL`` sum), on the penultimate features ``f``.

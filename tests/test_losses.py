@@ -301,6 +301,17 @@ def test_separation_matches_naive_double_loop(targets, tau, seed):
     assert got == pytest.approx(naive_separation(z, y, tau), rel=1e-9, abs=1e-12)
 
 
+def test_separation_stays_float32_under_bf16_autocast():
+    """Under bf16 autocast (precision "auto" on CUDA) the similarity product would round to 3 significant digits
+    before the softmax; the loss is computed in float32 and equals the double loop."""
+    z = _unit(32, 16, seed=3).float()
+    targets = torch.tensor([i % 6 for i in range(32)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = losses.separation_loss(z, targets)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(naive_separation(z.double(), targets), rel=1e-5)
+
+
 def test_separation_default_temperature_is_0_07():
     y = torch.tensor([0, 0, 1, 1, 2, 3])
     z = _unit(6, 4, 3)

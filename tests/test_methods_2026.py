@@ -298,6 +298,21 @@ def _naive_tail(features, targets, counts, reduction):
     return sum(acc) / n / anchors if anchors else 0.0
 
 
+def test_reat_tail_term_stays_float32_under_bf16_autocast():
+    """Precision "auto" trains in bf16 on CUDA: the tail term's KL is a difference that cancels, so it must not be
+    computed from a bf16 matrix product (5 % off there); it is the float32 reference loop's value, as a float32."""
+    gen = torch.Generator().manual_seed(0)
+    f = (torch.relu(torch.randn(48, 64, generator=gen)) * 0.5).requires_grad_(True)
+    y = torch.randint(0, 10, (48,), generator=gen)
+    y[:10] = 9
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = losses_lt.reat_tail_loss(f, y, torch.tensor(COUNTS), "mean")
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(_naive_tail(f.double(), y, COUNTS, "mean"), rel=1e-4)
+    got.backward()
+    assert f.grad.dtype == torch.float32
+
+
 @pytest.mark.parametrize("reduction", ["mean", "pair"])
 def test_reat_tail_term_is_the_reference_loop(reduction):
     gen = torch.Generator().manual_seed(4)
