@@ -104,6 +104,7 @@ def pgd(
     start_std: float | None = None,
     start_eps: float | torch.Tensor | None = None,
     start: str = "symmetric",
+    clip_start: bool = True,
 ) -> torch.Tensor:
     """Adversarial examples for ``forward`` (any callable batch → logits) within the L∞ ball of radius ``eps``.
 
@@ -116,7 +117,9 @@ def pgd(
     checked: reading them would synchronise the device), each sample then has its own ball and step;
     ``start_eps`` is the radius of the uniform random start (default ``eps``; a float or ``[N]``).
     ``start = "positive"`` draws that start in ``[0, radius]`` instead of ``[−radius, radius]`` (RoBal's
-    ``x + ε·U(0, 1)``); the same uniform draw, so the generator advances alike.
+    ``x + ε·U(0, 1)``); the same uniform draw, so the generator advances alike. ``clip_start = False`` leaves the
+    start outside ``bounds`` for the first gradient (the references of TRADES, MART, AT-BSL, REAT, TAET and RoBal
+    clip only after the first step); every step's result is clipped either way.
     """
     per_sample = any(isinstance(v, torch.Tensor) for v in (eps, alpha, start_eps))
     if per_sample:
@@ -128,7 +131,7 @@ def pgd(
     radius = eps if start_eps is None else start_eps
     x0 = x.detach()
     x_adv = random_start_point(x0, radius, generator, std=start_std, start=start) if random_start else x0.clone()
-    if bounds is not None:
+    if bounds is not None and clip_start:
         x_adv = x_adv.clamp(*bounds)
     for _ in range(steps):
         x_adv.requires_grad_(True)

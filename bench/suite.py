@@ -7,7 +7,7 @@ sweeps λ. ``eval_attacks`` is a list of attack tables; a list of such lists swe
 
 Precedence, lowest first: built-in defaults (the dataset's own, then the general ones below) < ``bench.toml``
 ``[defaults]`` < the suite's ``[defaults]`` < the grid's keys < CLI overrides; a method's default ``augment`` and its
-training-attack recipe (``train_attack.bn_mode``, ``train_attack.start``: :attr:`methods.Method.attack_recipe`) sit
+training-attack recipe (``train_attack.bn_mode``, ``.start``, ``.clip_start``: :attr:`methods.Method.attack_recipe`) sit
 just above the dataset's (built-in < dataset < method < ``bench.toml`` < …). A cell's identity is the hash of its
 fully resolved configuration (suite name and the method's resolved hyperparameters included), which is the cache
 key in the results store.

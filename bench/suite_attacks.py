@@ -1,7 +1,8 @@
 """Attack tables of a suite: the training attack and the evaluation attacks, checked and normalised.
 
-A training attack is a PGD table (``kind``, ``eps``, ``alpha``, ``steps``, ``random_start``, ``bn_mode``, ``start``)
-or ``"none"``; an evaluation attack names a kind of :data:`bench.catalog.KINDS` and only the keys that kind reads.
+A training attack is a PGD table (``kind``, ``eps``, ``alpha``, ``steps``, ``random_start``, ``bn_mode``, ``start``,
+``clip_start``) or ``"none"``; an evaluation attack names a kind of :data:`bench.catalog.KINDS` and only the keys
+that kind reads.
 Keys added after the first release are left out of the normalised table at their defaults, so the hash of a cell
 that does not use them did not change.
 """
@@ -18,9 +19,11 @@ from bench.values import parse_number
 # Batch norm while the training attack is crafted: train (batch statistics, running ones updated: SRAT's code),
 # eval (running statistics, kept: TRADES, MART, AT-BSL, RoBal), frozen (batch statistics, running ones not
 # updated: RobustLT's track_running_stats=False). The uniform random start: in [-eps, eps], or in [0, eps] (RoBal).
+# clip_start: whether the random start is clipped to the valid range before the first gradient (SRAT's protocol,
+# AT-AWP, RobustLT) or only after the first step (TRADES, MART, AT-BSL, REAT, TAET, RoBal).
 BN_MODES = ("train", "eval", "frozen")
 STARTS = ("symmetric", "positive")
-TRAIN_ATTACK_KEYS = ("kind", "eps", "alpha", "steps", "random_start", "bn_mode", "start")
+TRAIN_ATTACK_KEYS = ("kind", "eps", "alpha", "steps", "random_start", "bn_mode", "start", "clip_start")
 TRAIN_ATTACK_KINDS = ("pgd",)  # training runs bench.attacks.pgd itself
 
 
@@ -41,9 +44,10 @@ def real(value: Any, where: str, minimum: float, strict: bool = False) -> float:
 def train_attack(value: Any, where: str) -> dict[str, Any] | str:
     """A PGD table, or ``"none"`` for natural (non-adversarial) training.
 
-    ``bn_mode`` (default ``train``) and ``start`` (default ``symmetric``, then left out of the table so cells that
-    never name it kept their hash) are the recipe's two choices; a method's own recipe fills them in below every
-    layer of the suite (:func:`with_method_recipe`).
+    ``bn_mode`` (default ``train``), ``start`` (default ``symmetric``) and ``clip_start`` (default ``true``) are
+    the recipe's choices (``start`` and ``clip_start`` left out of the table at their defaults, so cells that never
+    name them kept their hash); a method's own recipe fills them in below every layer of the suite
+    (:func:`with_method_recipe`).
     """
     if value in ("none", False):
         return "none"
@@ -57,10 +61,12 @@ def train_attack(value: Any, where: str) -> dict[str, Any] | str:
     out: dict[str, Any] = {"kind": kind}
     out.update({key: _nonnegative(value, key, where) for key in ("eps", "alpha")})
     out["steps"] = whole(value.get("steps", 10), f"{where}.steps", minimum=0)
-    random_start = value.get("random_start", True)
-    if not isinstance(random_start, bool):
-        raise BenchError(f"{where}.random_start must be true or false, got {random_start!r}")
-    out["random_start"] = random_start
+    for key in ("random_start", "clip_start"):
+        flag = value.get(key, True)
+        if not isinstance(flag, bool):
+            raise BenchError(f"{where}.{key} must be true or false, got {flag!r}")
+        if key == "random_start" or not flag:
+            out[key] = flag
     if "name" in value:
         out["name"] = str(value["name"])
     for key, choices in (("bn_mode", BN_MODES), ("start", STARTS)):
@@ -72,7 +78,7 @@ def train_attack(value: Any, where: str) -> dict[str, Any] | str:
     return out
 
 
-def with_method_recipe(table: Any, recipe: Mapping[str, str], named: Iterable[str]) -> Any:
+def with_method_recipe(table: Any, recipe: Mapping[str, Any], named: Iterable[str]) -> Any:
     """``table`` with the method's training-attack ``recipe`` filled in for every key no layer ``named``."""
     if not isinstance(table, dict):
         return table  # "none", or a mistake train_attack() will name

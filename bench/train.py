@@ -218,7 +218,8 @@ def train(
                     x_adv = pgd(model, x, y, eps=budget.eps, alpha=budget.alpha, steps=attack["steps"],
                                 random_start=attack["random_start"], bounds=data.bounds, generator=noise_gen,
                                 loss=method.attack_loss(clean_for_attack, state), start_std=method.attack_start_std,
-                                start_eps=budget.start_eps, start=attack.get("start", "symmetric"))
+                                start_eps=budget.start_eps, start=attack.get("start", "symmetric"),
+                                clip_start=attack.get("clip_start", True))
             model.train()
 
             def batch_loss(x=x, x_adv=x_adv, y=y) -> tuple[torch.Tensor, LossInputs]:

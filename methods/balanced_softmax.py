@@ -19,7 +19,8 @@ class BalancedSoftmax(Method):
             "venue": "CVPR", "year": 2024, "repository": "https://github.com/NISPLab/AT-BSL"}
     prediction_loss = "balanced-softmax"
     attack_start_std = 0.001
-    attack_recipe = {"bn_mode": "eval"}  # AT-BSL train: model.eval() before its PGD, model.train() after
+    # AT-BSL train: model.eval() before its PGD, model.train() after; the start is clipped only after the first step
+    attack_recipe = {"bn_mode": "eval", "clip_start": False}
 
     def prediction(self, inputs: LossInputs):
         from methods import losses

@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from methods.choices import CLASSIFIERS, NORMALIZATIONS
 
@@ -155,9 +155,10 @@ class Method:
     attack_start_std: ClassVar[float | None] = None  # Gaussian start x + σ·N(0,1) instead of uniform in the ball
     card: ClassVar[dict | None] = None  # where it comes from: {paper, venue, year, repository} (bench leaderboard)
     default_augment: ClassVar[str | None] = None  # the augmentation a cell gets unless the suite names one
-    # the training attack as the reference crafts it: {"bn_mode": "eval", "start": "positive"}; absent = SRAT's
-    # protocol (train-mode batch norm, uniform start in [-eps, eps]); below bench.toml in the precedence chain
-    attack_recipe: ClassVar[Mapping[str, str]] = {}
+    # the training attack as the reference crafts it: {"bn_mode": "eval", "start": "positive", "clip_start": False};
+    # absent = SRAT's protocol (train-mode batch norm, uniform start in [-eps, eps] clipped to the valid range before
+    # the first gradient); below bench.toml in the precedence chain
+    attack_recipe: ClassVar[Mapping[str, Any]] = {}
     needs_features: ClassVar[bool] = False  # the loss reads LossInputs.features (the penultimate features h)
 
     beta: float = 0.9999
@@ -301,6 +302,8 @@ class Method:
             start = f"x + {self.attack_start_std:g}·N(0,1)"
         else:
             start = "U[0, eps]" if self.attack_recipe.get("start") == "positive" else "U[-eps, eps]"
+        if not self.attack_recipe.get("clip_start", True):
+            start += " unclipped"
         objective = "its own loss" if type(self).attack_loss is not Method.attack_loss else self.attack_objective
         return f"{bn_mode}-mode BN, start {start}, maximises {objective}"
 

@@ -20,7 +20,8 @@ class MART(KLFamily):
             "venue": "ICLR", "year": 2020, "repository": "https://github.com/YisenWang/MART"}
     prediction_loss = "mart"
     attack_start_std = 0.001
-    attack_recipe = {"bn_mode": "eval"}  # mart_loss: model.eval() while crafting, model.train() after
+    # mart_loss: model.eval() while crafting, model.train() after; the start is clipped only after the first step
+    attack_recipe = {"bn_mode": "eval", "clip_start": False}
 
     def prediction(self, inputs: LossInputs):
         from methods import losses

@@ -13,7 +13,7 @@ Reference facts and the choices made (see the card): the ``nn.KLDivLoss(size_ave
 is the legacy flag, truthy, i.e. a *mean* over all N·F elements — one scalar per anchor — not the per-pair KL its
 name suggests (``tail_reduction = "pair"`` is that reading); the tail classes are the last third by index
 (``C//3*2+1 …``); the attack runs with the model in eval mode from a uniform start not clipped to [0, 1] before
-the first step (bench clips every start; its ``attack_recipe`` is eval mode); the reference also computes an unused
+the first step (its ``attack_recipe``: eval mode, ``clip_start = false``); the reference also computes an unused
 clean forward in eval mode per batch (skipped: it changes nothing).
 """
 

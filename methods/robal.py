@@ -30,8 +30,9 @@ class RoBal(KLFamily):
     card = {"paper": "Wu et al., Adversarial Robustness under Long-Tailed Distribution",
             "venue": "CVPR", "year": 2021, "repository": "https://github.com/wutong16/Adversarial_Long-Tail"}
     prediction_loss = "robal"
-    # methods/train_modes.py pgd_adv_train: model.eval(), x + eps·U(0, 1) (rand_start_mode 'uniform'), then PGD
-    attack_recipe = {"bn_mode": "eval", "start": "positive"}
+    # methods/train_modes.py pgd_adv_train: model.eval(), x + eps·U(0, 1) (rand_start_mode 'uniform'), clipped only
+    # after the first PGD step
+    attack_recipe = {"bn_mode": "eval", "start": "positive", "clip_start": False}
     classifier: str = "cosine"
     s: float = 10.0
     m: float = 0.1

@@ -37,7 +37,7 @@ class RobustLT(Method):
                 "cw_eps_start": "global: uniform start in the global eps-ball, projected on eps_c after the first "
                                 "step (the reference); 'class' starts in the class's ball"},
             "notes": "the reference attacks in train mode with batch-norm statistics frozen (track_running_stats "
-                     "False) from an unclipped uniform start; bench's bn_mode 'frozen' is that mode, and bench clips the start. "
+                     "False) from a uniform start clipped to [0, 1] (utils.py); bench's bn_mode 'frozen' is that mode. "
                      "With every class at n_max the reference divides 0 by 0; here every budget is (1-alpha)*eps."}
     prediction_loss = "ce"
     attack_recipe = {"bn_mode": "frozen"}  # train mode, track_running_stats False: batch statistics, none kept

@@ -51,7 +51,7 @@ class TAET(Method):
     prediction_loss = "harl"
     needs_clean_logits = True  # the notebook's discarded clean forward in training mode (batch-norm statistics)
     attack_start_std = 0.001
-    attack_recipe = {"bn_mode": "eval"}  # the reference crafts in eval mode
+    attack_recipe = {"bn_mode": "eval", "clip_start": False}  # HARL.py: eval mode, start clipped after the first step
     stage1_epochs: int | None = None
     harl_alpha: float = 0.1
     harl_beta: float = 0.1

@@ -25,7 +25,9 @@ class TRADES(KLFamily):
     prediction_loss = "trades"
     attack_objective = "kl"
     attack_start_std = 0.001
-    attack_recipe = {"bn_mode": "eval"}  # trades_loss: model.eval() while crafting, model.train() after
+    # trades_loss: model.eval() while crafting, model.train() after; the start x + 0.001·N(0,1) is clipped only after
+    # the first step
+    attack_recipe = {"bn_mode": "eval", "clip_start": False}
 
     def prediction(self, inputs: LossInputs):
         from methods import losses

@@ -3,7 +3,10 @@
 What the reference codes do (read from them, see each method's card): TRADES' ``trades_loss``, MART's
 ``mart_loss``, AT-BSL's ``train`` and RoBal's ``pgd_adv_train`` call ``model.eval()`` before crafting; RoBal starts
 at ``x + ε·U(0, 1)``; RobustLT crafts in train mode with ``track_running_stats = False``; AT-AWP crafts in train
-mode; the SRAT family keeps SRAT's train-mode attack.
+mode; the SRAT family keeps SRAT's train-mode attack. TRADES (``trades.py``: ``x_adv = x + 0.001·randn`` then the
+loop), TRADES-AWP, MART, AT-BSL, REAT, TAET (``HARL.py``) and RoBal (``train_modes.py``) clip the random start to
+[0, 1] only after the first step; SRAT's protocol, AT-AWP (``attack_pgd``: ``clamp(delta, lower − X, upper − X)``)
+and RobustLT (``core/methods/utils.py``) clip it before the first gradient.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ EXPECTED = {  # method -> (bn_mode, start or None = symmetric, left out of the t
     "at-bsl-ra": ("eval", None), "at-bsl-aua": ("eval", None), "trades-awp": ("eval", None),
     "reat": ("eval", None), "taet": ("eval", None), "robal": ("eval", "positive"), "robustlt": ("frozen", None),
 }
+# methods whose reference clips the random start only after the first step (train_attack.clip_start = false)
+UNCLIPPED = {"trades", "trades-awp", "mart", "balanced-softmax", "at-bsl-ra", "at-bsl-aua", "reat", "taet", "robal"}
 
 # Cell hashes of methods whose recipe did not change, as computed before the recipes existed (digits step-10,
 # seed 0, suite "t"): adding the recipe must not move them.
@@ -56,6 +61,8 @@ def test_every_method_gets_its_references_recipe(tmp_path):
         bn_mode, start = EXPECTED[cell.config["method"]]
         assert attack["bn_mode"] == bn_mode, cell.config["method"]
         assert attack.get("start") == start, cell.config["method"]
+        # left out of the table at its default (true), so the other methods' hashes did not move
+        assert attack.get("clip_start") == (False if cell.config["method"] in UNCLIPPED else None), cell.config["method"]
 
 
 def test_hashes_of_unchanged_recipes_did_not_move(tmp_path):
@@ -89,11 +96,57 @@ def test_every_layer_of_the_chain_beats_the_method(tmp_path):
 @pytest.mark.parametrize("extra, words", [
     ('[defaults]\ntrain_attack = { bn_mode = "frozen-ish" }', ["bn_mode", "frozen-ish", "train, eval, frozen"]),
     ('[defaults]\ntrain_attack = { start = "outward" }', ["start", "outward", "symmetric, positive"]),
+    ('[defaults]\ntrain_attack = { clip_start = "no" }', ["clip_start", "true or false", "'no'"]),
 ])
 def test_bad_recipe_values_are_one_line(tmp_path, extra, words):
     with pytest.raises(BenchError) as info:
         _suite(tmp_path, ["ce"], extra)
     assert "\n" not in str(info.value) and all(w in str(info.value) for w in words)
+
+
+def test_clip_start_is_overridden_like_the_other_recipe_keys(tmp_path):
+    cell = _suite(tmp_path, ["robal"], '[defaults]\ntrain_attack = { clip_start = true }').cells[0]
+    assert "clip_start" not in cell.config["train_attack"] and cell.config["train_attack"]["start"] == "positive"
+    cell = _suite(tmp_path, ["ce"], overrides=parse_overrides(["train_attack.clip_start=false"])).cells[0]
+    assert cell.config["train_attack"]["clip_start"] is False
+    assert cell.cell_hash != _suite(tmp_path, ["ce"]).cells[0].cell_hash  # another protocol, another cell
+
+
+def _reference_pgd(model, x, y, eps, alpha, steps, start):
+    """The references' loop (TRADES ``trades.py``, RoBal ``pgd_adv_train``): the start is not clipped, each step is
+    ``min(max(x_adv + α·sign(g), x − ε), x + ε)`` then clipped to [0, 1]."""
+    x_adv = x + start
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x_adv), y), x_adv)
+        x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    return x_adv
+
+
+@pytest.mark.parametrize("kind", ["positive", "gaussian"])
+def test_an_unclipped_start_is_the_references_loop(kind):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+    x = torch.rand(256, 6, dtype=torch.float64) ** 0.2  # many pixels near 1, so an unclipped start leaves [0, 1]
+    x[:, 0] = 1.0
+    y = torch.randint(0, 4, (256,))
+    eps, alpha = 0.3, 0.05
+    gen = torch.Generator().manual_seed(7)
+    if kind == "positive":
+        start = eps * torch.rand(x.shape, generator=gen, dtype=x.dtype)
+        options = {"start": "positive"}
+    else:
+        start = 0.001 * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        options = {"start_std": 0.001}
+    expected = _reference_pgd(model, x, y, eps, alpha, 3, start)
+    got = pgd(model, x, y, eps=eps, alpha=alpha, steps=3, generator=torch.Generator().manual_seed(7),
+              clip_start=False, **options)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    clipped = pgd(model, x, y, eps=eps, alpha=alpha, steps=3, generator=torch.Generator().manual_seed(7), **options)
+    assert not torch.equal(clipped, got)  # the first gradient is taken elsewhere, so the result moves
+    start_only = pgd(model, x, y, eps=eps, alpha=alpha, steps=0, generator=torch.Generator().manual_seed(7),
+                     clip_start=False, **options)
+    assert start_only.max() > 1.0  # no step: the start itself, outside the valid range
 
 
 def test_a_uniform_start_cannot_be_given_to_a_gaussian_start_method(tmp_path):
@@ -155,7 +208,7 @@ def test_dry_run_lists_each_cells_recipe(tmp_path):
                           "--db", f"sqlite:///{tmp_path / 'r.db'}"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = {line.split("│")[3].strip(): line for line in out.stdout.splitlines() if line.count("│") > 5}
-    assert "pgd-10 train-BN" in rows["ce"] and "pgd-10 eval-BN U[0,eps]" in rows["robal"]
+    assert "pgd-10 train-BN" in rows["ce"] and "pgd-10 eval-BN U[0,eps] unclipped" in rows["robal"]
     assert "pgd-10 frozen-BN" in rows["robustlt"]
     assert not (tmp_path / "r.db").exists()  # a dry run writes nothing
 
@@ -186,7 +239,7 @@ def test_a_selected_cell_trains_with_its_recipe_and_show_names_the_epoch(tmp_pat
     with sqlite3.connect(tmp_path / "b.db") as con:
         (cell, config, selected), = con.execute("select cell_hash, config_json, selected_epoch from runs").fetchall()
         scores = con.execute("select epoch, val_robust from epoch_metrics order by epoch").fetchall()
-    assert '"bn_mode": "eval"' in config and '"start": "positive"' in config
+    assert '"bn_mode": "eval"' in config and '"start": "positive"' in config and '"clip_start": false' in config
     best = max(scores, key=lambda row: (row[1], -row[0]))  # highest robust score, earliest epoch on ties
     assert selected == best[0]
     show = subprocess.run([*bench, "show", cell, "--db", db], capture_output=True, text=True, cwd=tmp_path)

@@ -141,6 +141,8 @@ def _with_fuse(settings, file, option: str | None):
 def _recipe(attack: dict) -> str:
     """A training attack in a few words: ``pgd-10 eval-BN``, ``pgd-5 eval-BN U[0,eps]``."""
     start = " U[0,eps]" if attack.get("start") == "positive" else ""
+    if not attack.get("clip_start", True):
+        start += " unclipped"
     return f"pgd-{attack['steps']} {attack['bn_mode']}-BN{start}"
 
 

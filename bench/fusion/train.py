@@ -176,7 +176,7 @@ def _fused_pgd(stack: StackedClassifier, x: torch.Tensor, y: torch.Tensor, membe
         alphas.append(alpha if per_sample else _per_sample(alpha, xi))  # [N, 1, …] either way
         epss.append(eps if per_sample else _per_sample(eps, xi))
     x_adv = torch.stack(starts)
-    if bounds is not None:
+    if bounds is not None and attack.get("clip_start", True):
         x_adv = x_adv.clamp(*bounds)
     alpha_t, eps_t = torch.stack(alphas), torch.stack(epss)
     w = stack.weights(grad=False)
