@@ -229,7 +229,7 @@ def _zero_grad_share(ctx: GuardContext) -> GuardResult:
 def _scaled_pgd(ctx: GuardContext) -> GuardResult:
     """For scale-sensitive methods: PGD on the method's training logit scale, vs plain PGD."""
     label = ctx.first("pgd")
-    factor = float(ctx.method.logit_scale)
+    factor = float(ctx.method.logit_scale) / float(ctx.method.inference_scale)  # the model's logits × factor
     spec = ctx.specs[label]
     plain = np.asarray(ctx.correct[label], dtype=bool)
 

@@ -1,9 +1,9 @@
 """Models as registered plug-ins. Every model gives features ``h`` and logits, and carries SRAT's projection head.
 
 ``model(x)`` returns logits (what attacks and evaluation see); ``model.forward_features(x)`` returns
-``(logits, h)``; the logits include the buffer ``logit_bias`` ``[C]``, zero while training and set afterwards to a
-method's inference-time adjustment (:meth:`Classifier.set_logit_bias`), so every prediction and every attack of
-the trained model sees the adjusted logits and ``final.pt`` carries them; ``model.project(h)`` is the head
+``(logits, h)``; the logits are ``logit_scale · classifier(h) + logit_bias`` (buffers: ``1`` and ``0`` while training,
+set afterwards to a method's inference-time adjustment, :meth:`Classifier.set_inference`), so every prediction and
+every attack of the trained model sees the adjusted logits and ``final.pt`` carries them; ``model.project(h)`` is the head
 ``Linear(F, F) → ReLU → Linear(F, 128)`` followed by L2 normalisation (methods.md §2). The head is built last,
 after the backbone and classifier, so every method at one seed starts from the same backbone weights whether or
 not it uses the head.
@@ -35,6 +35,13 @@ class CosineClassifier(nn.Module):
         return F.normalize(h, dim=1) @ F.normalize(self.weight, dim=1).T
 
 
+def _identity_for_missing_inference(module, state_dict, prefix, *_args) -> None:
+    """Weights saved before models carried an inference bias or scale had none: zero and one are exactly what
+    they computed, so an older ``final.pt`` or checkpoint still loads (strictly) and predicts as it did."""
+    state_dict.setdefault(prefix + "logit_bias", torch.zeros_like(module.logit_bias))
+    state_dict.setdefault(prefix + "logit_scale", torch.ones_like(module.logit_scale))
+
+
 class Classifier(nn.Module):
     """A backbone producing ``F``-dimensional features, a classifier head and the projection head."""
 
@@ -51,14 +58,17 @@ class Classifier(nn.Module):
         )
         self.feature_dim = feature_dim
         self.register_buffer("logit_bias", torch.zeros(num_classes))
+        self.register_buffer("logit_scale", torch.ones(()))
+        self.register_load_state_dict_pre_hook(_identity_for_missing_inference)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.backbone(x)
-        return self.classifier(h) + self.logit_bias, h
+        return self.classifier(h) * self.logit_scale + self.logit_bias, h  # × 1.0 is exact: training is unchanged
 
-    def set_logit_bias(self, bias: torch.Tensor | None) -> None:
-        """Add ``bias`` ``[C]`` to every logit from now on (``None`` = no adjustment)."""
+    def set_inference(self, scale: float = 1.0, bias: torch.Tensor | None = None) -> None:
+        """Predict ``scale · logits + bias`` from now on (``bias`` ``[C]``; the defaults: no adjustment)."""
         with torch.no_grad():
+            self.logit_scale.fill_(float(scale))
             if bias is None:
                 self.logit_bias.zero_()
             else:

@@ -110,8 +110,6 @@ def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], dow
     if clean is not None and clean.size != data.test_y.shape[0]:
         return RunOutcome("skipped", f"the test set has {data.test_y.shape[0]} images, the run stored {clean.size}")
     model = build_cell_model(config, method, data)
-    # Weights saved before models carried an inference bias had none: zero is exactly what they computed.
-    state.setdefault("logit_bias", torch.zeros_like(model.logit_bias))
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

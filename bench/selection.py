@@ -57,7 +57,7 @@ class Selector:
         self.spec = AttackSpec.from_table(attack) if isinstance(attack, dict) else None
         self.x, self.y, self.bounds = data.val_x, data.val_y, data.bounds
         self.num_classes = len(data.class_names)
-        self.bias = method.inference_bias(data.train_counts)
+        self.scale, self.bias = method.inference_scale, method.inference_bias(data.train_counts)
         self.best: dict[str, Any] = {"epoch": -1, "score": -math.inf, "scores": {}}
         self.best_state: dict[str, torch.Tensor] | None = None
 
@@ -67,10 +67,10 @@ class Selector:
 
     def validate(self, model: Classifier, epoch: int) -> dict[str, float]:
         """The model's validation scores after ``epoch`` (``val_clean``, and ``val_robust`` with an attack); the
-        model's mode and logit bias are restored afterwards."""
+        model's mode and logit adjustment are restored afterwards."""
         was_training = model.training
         model.eval()
-        model.set_logit_bias(self.bias)
+        model.set_inference(self.scale, self.bias)
         generator = torch.Generator(device=self.x.device).manual_seed(
             derived_seed("val", self.config["seed"], epoch))
         clean, robust = [], []
@@ -86,7 +86,7 @@ class Selector:
                         with torch.no_grad():
                             robust.append(model(x_adv).argmax(1) == y)
         finally:
-            model.set_logit_bias(None)
+            model.set_inference()
             model.train(was_training)
         scores = {"val_clean": balanced_accuracy(torch.cat(clean), self.y, self.num_classes)}
         if robust:

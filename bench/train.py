@@ -263,7 +263,7 @@ def train(
             on_epoch(epoch + 1, config["epochs"], row)
     policy.release(model)  # evaluation runs eager
     outcome.selection = selector.finish(model)  # the selected epoch's weights (the last epoch's unless selecting)
-    model.set_logit_bias(method.inference_bias(data.train_counts))
+    model.set_inference(method.inference_scale, method.inference_bias(data.train_counts))
     return outcome
 
 

@@ -201,15 +201,21 @@ class Method:
 
     @property
     def logit_scale(self) -> float:
-        """The factor the training loss applies to the logits (1; LDAM's ``s``). Attacks see unscaled logits."""
+        """The factor the training loss applies to the logits (1; LDAM's ``s``)."""
+        return 1.0
+
+    @property
+    def inference_scale(self) -> float:
+        """The factor the trained model applies to its logits for every prediction and evaluation attack (1: the
+        logits the loss saw before its own scaling; RoBal's test-time ``PostProc`` head: its ``eval_scale``)."""
         return 1.0
 
     @property
     def scale_sensitive(self) -> bool:
-        """Whether the method trains on rescaled logits but is attacked on ``1×`` logits (methods.md §3): PGD's
-        cross-entropy then sees another softmax temperature than training did, which can inflate robustness;
-        ``bench.guards``' ``scaled-pgd`` guard re-attacks such runs at :attr:`logit_scale`."""
-        return self.logit_scale != 1.0
+        """Whether the method trains on logits × :attr:`logit_scale` but is attacked at another scale (LDAM: at
+        ``1×``, methods.md §3): PGD's cross-entropy then sees another softmax temperature than training did, which
+        can inflate robustness; ``bench.guards``' ``scaled-pgd`` guard re-attacks such runs at the training scale."""
+        return self.logit_scale != self.inference_scale
 
     def for_run(self, *, epochs: int, milestones: tuple[int, ...] | list[int]) -> Method:
         """This method with the run-dependent defaults filled in (DRW starts at the first LR milestone)."""
@@ -292,7 +298,8 @@ class Method:
         return OBJECTIVES.get(self.attack_objective).needs_clean
 
     def inference_bias(self, class_counts) -> torch.Tensor | None:
-        """A ``[C]`` bias the trained model adds to its logits at inference (``None`` = none)."""
+        """A ``[C]`` bias the trained model adds to its (:attr:`inference_scale`-scaled) logits at inference
+        (``None`` = none)."""
         return None
 
     def attack_recipe_text(self) -> str:
@@ -324,6 +331,8 @@ class Method:
             out.append(f"{self.sampler} sampler")
         if type(self).inference_bias is not Method.inference_bias:
             out.append("inference bias")
+        if self.inference_scale != 1.0:
+            out.append(f"inference scale {self.inference_scale:g}")
         if self.needs_features:
             out.append("features")
         if type(self).attack_on is not Method.attack_on:

@@ -148,12 +148,14 @@ def test_guards_apply_only_where_they_apply(digits):
     chosen = {**pgd_only, "guards": ["scaled-pgd"]}
     assert set(_guards(model, data, methods.get("srat-ldam"), chosen)[0]) == {"scaled-pgd"}
     assert _guards(model, data, methods.get("srat-ldam"), {**pgd_only, "guards": []})[0] == {}
-    # every method answers the capability without a name check: those training on s-scaled logits (the LDAM
-    # family, RoBal's scaled cosines) are scale-sensitive, the others not
+    # every method answers the capability without a name check: those training on s-scaled logits but attacked at
+    # another scale (the LDAM family, at 1x) are scale-sensitive; RoBal trains and is evaluated at 10x (the
+    # reference's PostProc head), so it is not, unless its two scales differ
     flags = {name: methods.get(name).scale_sensitive for name in methods.names()}
-    assert {n for n, f in flags.items() if f} == {"ldam", "drcb-ldam", "srat-ldam", "robal"}
+    assert {n for n, f in flags.items() if f} == {"ldam", "drcb-ldam", "srat-ldam"}
     assert not methods.get("ldam", s=1.0).scale_sensitive
-    assert not methods.get("robal", s=1.0).scale_sensitive
+    assert methods.get("robal", s=1.0).scale_sensitive and methods.get("robal", eval_scale=1.0).scale_sensitive
+    assert not methods.get("robal", s=4.0, eval_scale=4.0).scale_sensitive
 
 
 def test_zero_gradient_flags_per_sample(digits):

@@ -162,7 +162,9 @@ def test_robal_loss_is_margin_bias_ce_plus_trades_kl(overrides):
 
 def test_robal_capabilities():
     m = methods.get("robal")
-    assert m.classifier == "cosine" and m.needs_clean_logits and m.scale_sensitive and m.logit_scale == 10.0
+    assert m.classifier == "cosine" and m.needs_clean_logits and m.logit_scale == 10.0
+    # evaluated at the scale it trained at (the reference's PostProc head, scale 10): not scale-sensitive
+    assert m.inference_scale == 10.0 and not m.scale_sensitive
 
 
 @pytest.mark.parametrize(
@@ -170,7 +172,7 @@ def test_robal_capabilities():
     [
         ("logit-adjust-posthoc", {}, lambda n, total: -math.log(n / total)),
         ("logit-adjust-posthoc", {"tau": 0.5}, lambda n, total: -0.5 * math.log(n / total)),
-        ("robal", {}, lambda n, total: -0.1 * math.log(n / total) / 10.0),
+        ("robal", {}, lambda n, total: -0.1 * math.log(n / total)),  # on the 10x-scaled cosines
     ],
 )
 def test_inference_bias_is_minus_tau_log_prior(name, overrides, expected):
@@ -326,6 +328,33 @@ def test_trained_model_carries_the_posthoc_bias(digits, tmp_path):
     assert "logit_bias" in model.state_dict()
 
 
+def test_trained_robal_predicts_from_the_references_post_processed_head(digits, tmp_path):
+    """The reference's test-time head (``PostProc_Classifier``, ``*_robal_N_eval.yaml``: Cos, scale 10, tau_p 0.1,
+    posthoc) outputs ``10·(h/‖h‖)·(w/‖w‖)ᵀ − 0.1·log π``: the trained model's logits, which every evaluation attack
+    sees, are that, computed here from its features and weights."""
+    method = methods.get("robal").for_run(epochs=1, milestones=[])
+    model = train(_config(), method, digits, tmp_path).model.eval()
+    x = digits.test_x[:8]
+    with torch.no_grad():
+        h = model.backbone(x).double()
+        w = model.classifier.weight.double()
+        cos = (h / h.norm(dim=1, keepdim=True)) @ (w / w.norm(dim=1, keepdim=True)).T
+        prior = torch.tensor(digits.train_counts, dtype=torch.float64) / sum(digits.train_counts)
+        torch.testing.assert_close(model(x).double(), 10 * cos - 0.1 * torch.log(prior), rtol=0, atol=1e-5)
+    assert model.state_dict()["logit_scale"].item() == 10.0
+
+
+def test_weights_saved_without_an_inference_adjustment_still_load(digits, tmp_path):
+    """A final.pt written before models carried ``logit_scale`` (or ``logit_bias``) loads strictly and predicts
+    the unadjusted logits it computed then."""
+    model = train(_config(), methods.get("ce").for_run(epochs=1, milestones=[]), digits, tmp_path).model.eval()
+    old = {k: v for k, v in model.state_dict().items() if k not in ("logit_scale", "logit_bias")}
+    model.set_inference(3.0, torch.ones(10))
+    model.load_state_dict(old)  # strict
+    assert model.logit_scale.item() == 1.0 and model.logit_bias.abs().sum().item() == 0.0
+    assert "logit_scale" not in old  # the caller's dict is left as it was
+
+
 @pytest.mark.parametrize("name", ["trades", "srat-trades", "mart", "balanced-softmax", "logit-adjust", "robal",
                                   "resample"])
 def test_each_new_method_trains_end_to_end(digits, tmp_path, name):
@@ -340,7 +369,7 @@ def test_needs_lists_what_each_method_asks_of_the_runner():
         "ce": [],
         "srat-ce": ["projection head"],
         "trades": ["clean logits", "kl attack", "gaussian start 0.001"],
-        "robal": ["cosine classifier", "clean logits", "inference bias"],
+        "robal": ["cosine classifier", "clean logits", "inference bias", "inference scale 10"],
         "resample": ["class-balanced sampler"],
         "logit-adjust-posthoc": ["inference bias"],
     }

@@ -168,7 +168,7 @@ class StackedClassifier:
 
     ``weights(grad)`` stacks the members' parameters (with autograd when ``grad``); a forward then takes those
     stacked weights. The members keep their own running statistics (:meth:`sync_buffers` copies them back) and
-    ``logit_bias``.
+    inference adjustment (``logit_scale``, ``logit_bias``).
     """
 
     def __init__(self, members: Sequence[Classifier]) -> None:
@@ -198,8 +198,9 @@ class StackedClassifier:
             logits = bmm(F.normalize(h, dim=2), F.normalize(w["classifier.weight"], dim=2).transpose(1, 2))
         else:
             logits = bmm(h, w["classifier.weight"].transpose(1, 2)) + w["classifier.bias"][:, None, :]
+        scale = _stack([m.logit_scale for m in self.members])
         bias = _stack([m.logit_bias for m in self.members])
-        return logits + bias[:, None, :], h
+        return logits * scale[:, None, None] + bias[:, None, :], h
 
     def project(self, h: torch.Tensor, members: Sequence[int]) -> torch.Tensor:
         """SRAT's projection head of the members at positions ``members`` only: ``[M, N, F]`` →

@@ -360,7 +360,7 @@ def train_fused(members: Sequence[Member], data: PreparedData) -> list[TrainOutc
             out.append(m.error)
             continue
         m.outcome.selection = m.selector.finish(m.model)  # the selected epoch's weights (else the last epoch's)
-        m.model.set_logit_bias(m.method.inference_bias(data.train_counts))
+        m.model.set_inference(m.method.inference_scale, m.method.inference_bias(data.train_counts))
         out.append(m.outcome)
     return out
 
