@@ -24,15 +24,31 @@ PROJECTION_DIM = 128
 
 
 class CosineClassifier(nn.Module):
-    """Normalised linear classifier: logits are cosines between ``h`` and class weights (LDAM paper's head)."""
+    """Normalised linear classifier: logits are cosines between ``h`` and class weights (LDAM paper's head).
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
+    ``gamma`` > 0 is RoBal's CosPlus head (``basic_classifiers.CosPlus_Classifier``, γ 0.03125): the class weights
+    are divided by ``‖w‖ + γ`` instead of ``‖w‖``, so a class's weight norm still scales its logit a little.
+    The initial weights are U(±1/√F) either way (kaiming_uniform with a = √5 is that bound, as the reference's).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, gamma: float = 0.0) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        self.gamma = gamma
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return F.normalize(h, dim=1) @ F.normalize(self.weight, dim=1).T
+        return F.normalize(h, dim=1) @ normalized_class_weights(self.weight, self.gamma, dim=1).T
+
+
+def normalized_class_weights(w: torch.Tensor, gamma: float, dim: int) -> torch.Tensor:
+    """The cosine head's class weights: ``w / ‖w‖`` (``gamma`` 0), else CosPlus' ``w / (‖w‖ + γ)``."""
+    if gamma == 0:
+        return F.normalize(w, dim=dim)
+    return w / (torch.linalg.vector_norm(w, dim=dim, keepdim=True) + gamma)
+
+
+COSPLUS_GAMMA = 0.03125  # the reference's CosPlus gamma (configs/*_robal_*: classifier_opt.gamma)
 
 
 def _identity_for_missing_inference(module, state_dict, prefix, *_args) -> None:
@@ -51,6 +67,7 @@ class Classifier(nn.Module):
         heads: dict[str, Callable[[], nn.Module]] = {
             "linear": lambda: nn.Linear(feature_dim, num_classes),
             "cosine": lambda: CosineClassifier(feature_dim, num_classes),
+            "cosplus": lambda: CosineClassifier(feature_dim, num_classes, gamma=COSPLUS_GAMMA),
         }
         self.classifier = heads[classifier]()
         self.head = nn.Sequential(

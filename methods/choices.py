@@ -7,5 +7,6 @@ imported it back: an import circle. Here, in a leaf that imports nothing, each s
 runs one way (base → weights). Torch-free, like the rest of the method contract.
 """
 
-CLASSIFIERS = ("linear", "cosine")  # the model's classifier head (methods.base.Method.classifier)
+# the model's classifier head (methods.base.Method.classifier): plain, cosine (LDAM paper), RoBal's CosPlus
+CLASSIFIERS = ("linear", "cosine", "cosplus")
 NORMALIZATIONS = ("max", "sum")  # class-balanced weight normalisations (methods.weights.class_balanced)

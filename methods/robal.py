@@ -7,7 +7,8 @@ reference's test-time head (``PostProc_Classifier``, ``*_robal_N_eval.yaml``: ``
 ``posthoc``), which predicts from ``10·cos − τ_p·log π``: the trained model carries that scale and bias, so every
 prediction and every evaluation attack (PGD-20, AutoAttack, the guards) sees those logits, as the reference's
 evaluation does. The training attack runs on the unscaled cosines (the training config's CosPlus ``scale: 1``).
-The reference's CosPlus head (``w / (‖w‖ + 0.03125)``) is our plain cosine head.
+The classifier is the reference's CosPlus head, ``cos`` being ``(h/‖h‖)·(w/(‖w‖ + 0.03125))`` (``classifier =
+"cosplus"``; ``"cosine"`` is the plain cosine head).
 """
 
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ class RoBal(KLFamily):
     # methods/train_modes.py pgd_adv_train: model.eval(), x + eps·U(0, 1) (rand_start_mode 'uniform'), clipped only
     # after the first PGD step
     attack_recipe = {"bn_mode": "eval", "start": "positive", "clip_start": False}
-    classifier: str = "cosine"
+    classifier: str = "cosplus"
     s: float = 10.0
     m: float = 0.1
     tau_b: float = 1.2

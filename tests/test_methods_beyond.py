@@ -162,7 +162,7 @@ def test_robal_loss_is_margin_bias_ce_plus_trades_kl(overrides):
 
 def test_robal_capabilities():
     m = methods.get("robal")
-    assert m.classifier == "cosine" and m.needs_clean_logits and m.logit_scale == 10.0
+    assert m.classifier == "cosplus" and m.needs_clean_logits and m.logit_scale == 10.0
     # evaluated at the scale it trained at (the reference's PostProc head, scale 10): not scale-sensitive
     assert m.inference_scale == 10.0 and not m.scale_sensitive
 
@@ -330,15 +330,16 @@ def test_trained_model_carries_the_posthoc_bias(digits, tmp_path):
 
 def test_trained_robal_predicts_from_the_references_post_processed_head(digits, tmp_path):
     """The reference's test-time head (``PostProc_Classifier``, ``*_robal_N_eval.yaml``: Cos, scale 10, tau_p 0.1,
-    posthoc) outputs ``10·(h/‖h‖)·(w/‖w‖)ᵀ − 0.1·log π``: the trained model's logits, which every evaluation attack
-    sees, are that, computed here from its features and weights."""
+    posthoc, gamma 0.03125 as its CosPlus training head) outputs ``10·(h/‖h‖)·(w/(‖w‖ + 0.03125))ᵀ − 0.1·log π``:
+    the trained model's logits, which every evaluation attack sees, are that, computed here from its features and
+    weights."""
     method = methods.get("robal").for_run(epochs=1, milestones=[])
     model = train(_config(), method, digits, tmp_path).model.eval()
     x = digits.test_x[:8]
     with torch.no_grad():
         h = model.backbone(x).double()
         w = model.classifier.weight.double()
-        cos = (h / h.norm(dim=1, keepdim=True)) @ (w / w.norm(dim=1, keepdim=True)).T
+        cos = (h / h.norm(dim=1, keepdim=True)) @ (w / (w.norm(dim=1, keepdim=True) + 0.03125)).T
         prior = torch.tensor(digits.train_counts, dtype=torch.float64) / sum(digits.train_counts)
         torch.testing.assert_close(model(x).double(), 10 * cos - 0.1 * torch.log(prior), rtol=0, atol=1e-5)
     assert model.state_dict()["logit_scale"].item() == 10.0
@@ -369,7 +370,7 @@ def test_needs_lists_what_each_method_asks_of_the_runner():
         "ce": [],
         "srat-ce": ["projection head"],
         "trades": ["clean logits", "kl attack", "gaussian start 0.001"],
-        "robal": ["cosine classifier", "clean logits", "inference bias", "inference scale 10"],
+        "robal": ["cosplus classifier", "clean logits", "inference bias", "inference scale 10"],
         "resample": ["class-balanced sampler"],
         "logit-adjust-posthoc": ["inference bias"],
     }

@@ -59,10 +59,10 @@ CELL_HASH_DIGESTS = {
     "ablation_weight.toml": "7bb5a82a6883b726",
     # issue 19: each method's own attack recipe (bn_mode, start); then clip_start = false for the methods whose
     # reference clips the random start only after the first step (TRADES, MART, AT-BSL, REAT, TAET, RoBal), and
-    # RoBal's eval_scale (evaluated on its reference's 10x post-processed head)
-    "beyond_paper.toml": "d526497122f83b94",
-    "beyond_paper_digits.toml": "d6f37718c9d12c5e",  # issue 19: recipes; the quick suite's schedule (DRW at 5)
-    "lt_2026.toml": "8802703a0b6e2fb9",  # issue 19: the field's common settings
+    # RoBal's reference heads (CosPlus; evaluated on the 10x post-processed head, eval_scale)
+    "beyond_paper.toml": "a4004c70f68b6c37",
+    "beyond_paper_digits.toml": "18e7e1c67557d95e",  # issue 19: recipes; the quick suite's schedule (DRW at 5)
+    "lt_2026.toml": "328c535fefc31efd",  # issue 19: the field's common settings
     "binary_reweight.toml": "e3d78b5e5cedfdb0",
     "cifar100_full.toml": "e7d64b4ec61dc747",
     "cifar10_full.toml": "528f4d2a3642caa4",

@@ -150,6 +150,22 @@ def test_cosine_classifier_logits_are_cosines(name, shape):
     assert torch.allclose(logits, expected, atol=1e-5)
 
 
+def test_cosplus_head_is_the_references_formula():
+    """RoBal's CosPlus (``basic_classifiers.CosPlus_Classifier``, scale 1, gamma 0.03125, bias 0):
+    ``(x/‖x‖)·(w/(‖w‖ + γ))ᵀ`` — below the plain cosines, by a factor ‖w‖/(‖w‖ + γ) per class."""
+    torch.manual_seed(0)
+    model = build_model("linear", 5, (10,), classifier="cosplus").eval()
+    x = 10 * torch.randn(16, 10)
+    with torch.no_grad():
+        logits, h = model.forward_features(x)
+        w = model.classifier.weight.double()
+        h = h.double()
+        expected = (h / h.norm(dim=1, keepdim=True)) @ (w / (w.norm(dim=1, keepdim=True) + 0.03125)).T
+    torch.testing.assert_close(logits.double(), expected, rtol=0, atol=1e-6)
+    plain = (h / h.norm(dim=1, keepdim=True)) @ (w / w.norm(dim=1, keepdim=True)).T
+    assert (expected.abs() < plain.abs()).all()
+
+
 def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 

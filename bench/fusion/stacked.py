@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import BasicBlock, Classifier, CosineClassifier, ResNetBackbone, SmallCNN
+from bench.models import BasicBlock, Classifier, CosineClassifier, ResNetBackbone, SmallCNN, normalized_class_weights
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -181,6 +181,10 @@ class StackedClassifier:
         if self.backbone is None:
             raise ValueError(f"no stacked forward for backbone {type(first.backbone).__name__}")
         self.cosine = isinstance(first.classifier, CosineClassifier)
+        gammas = {getattr(m.classifier, "gamma", 0.0) for m in self.members}
+        if len(gammas) != 1:
+            raise ValueError(f"members of a stacked model must share one classifier head, got gammas {sorted(gammas)}")
+        self.gamma = gammas.pop()
         self.names = [name for name, _ in first.named_parameters() if not name.startswith("head.")]
         self.norms = _batch_norms(self.members)
 
@@ -195,7 +199,8 @@ class StackedClassifier:
         """``(logits [M, N, K], h [M, N, F])`` of stacked inputs ``x`` ``[M, N, ...]``."""
         h = self.backbone(self, w, x, training)
         if self.cosine:
-            logits = bmm(F.normalize(h, dim=2), F.normalize(w["classifier.weight"], dim=2).transpose(1, 2))
+            weight = normalized_class_weights(w["classifier.weight"], self.gamma, dim=2)
+            logits = bmm(F.normalize(h, dim=2), weight.transpose(1, 2))
         else:
             logits = bmm(h, w["classifier.weight"].transpose(1, 2)) + w["classifier.bias"][:, None, :]
         scale = _stack([m.logit_scale for m in self.members])
