@@ -3,6 +3,11 @@ and its combination with SRAT's feature separation loss.
 
 The loss is ``CE(f(x), y) + β·KL(f(x) ‖ f(x′))``; the attack maximises the KL term from ``x + 0.001·N(0, 1)``
 (the reference code's start), β = 6. β is called ``kl_weight`` here because ``beta`` is the class-balanced β.
+
+Known difference: the reference's step runs three train-mode forwards (``model(x_natural)`` for the CE, then
+``model(x_adv)``, then ``model(x_natural)`` again for the KL target); bench runs the clean and the adversarial one.
+The loss and its gradient are the same (the two clean forwards give the same batch-statistics output), but the
+batch-norm running statistics get two updates per step instead of three, so eval-mode predictions differ slightly.
 """
 
 from dataclasses import dataclass
