@@ -56,6 +56,8 @@ from bench.values import parse_number, read_toml
 # ``slurm`` and ``ray``: the suite's executor tables over bench.toml's (bench.executors); never part of a cell.
 # ``fuse``: how many cells may train as one stacked model (bench.fusion), over bench.toml's; never part of a cell.
 SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid", "slurm", "ray", "fuse")
+MAX_SEED = 2**63 - 1  # a seed is stored as a SQL BIGINT
+MAX_LR = 3.4e38  # the largest float32: the optimiser holds lr in the parameters' dtype (a larger one overflows)
 AUGMENTATIONS = catalog.AUGMENTATIONS  # or several joined by "+" (bench.augment)
 
 # General built-in defaults; a dataset's own defaults sit on top of these.
@@ -147,9 +149,12 @@ def load_suite(
     description = str(data.get("description", ""))
     suite_seeds = seeds if seeds is not None else data.get("seeds", [0])
     if not isinstance(suite_seeds, list) or not suite_seeds or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in suite_seeds
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in suite_seeds
     ):
-        raise BenchError(f"{where}: seeds must be a non-empty list of integers >= 0, got {suite_seeds!r}")
+        raise BenchError(f"{where}: seeds must be a non-empty list of integers in [0, 2**63 - 1], got {suite_seeds!r}")
+    twice = sorted({s for s in suite_seeds if suite_seeds.count(s) > 1})
+    if twice:
+        raise BenchError(f"{where}: seeds lists {', '.join(map(str, twice))} more than once; give each seed once")
     suite_defaults = data.get("defaults", {})
     _check_table(suite_defaults, f"{where}: defaults")
     _check_keys(settings.defaults, f"{settings.source}: defaults")
@@ -247,7 +252,20 @@ def resolve(
                                                 methods.default_attack_recipe(config.get("method")), named)
     config["seed"] = seed
     config["suite"] = suite
-    return validate(config, where)
+    config = validate(config, where)
+    if "start" in named and isinstance(config["train_attack"], dict):  # even "symmetric", which the table leaves out
+        _check_start(config, [layer["train_attack"]["start"] for layer in layers
+                              if isinstance(layer.get("train_attack"), dict) and "start" in layer["train_attack"]][-1],
+                     where)
+    return config
+
+
+def _check_start(c: Mapping[str, Any], start: Any, where: str) -> None:
+    """A uniform ``train_attack.start`` is meaningless for a method whose attack starts from a Gaussian."""
+    std = methods.get(c["method"]).attack_start_std
+    if std is not None:
+        raise BenchError(f"{where}: train_attack.start = {start!r} is a uniform start, but {c['method']} starts its "
+                         f"attack at x + {std:g}·N(0, 1); leave start out for this method")
 
 
 def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
@@ -269,13 +287,21 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
         c[key] = _int(c[key], f"{where}: {key}", minimum=1)
     c["warmup_epochs"] = _int(c["warmup_epochs"], f"{where}: warmup_epochs", minimum=0)
     c["features"] = _int(c["features"], f"{where}: features", minimum=0)
-    for key in ("lr", "momentum", "weight_decay"):
+    c["lr"] = _float(c["lr"], f"{where}: lr", minimum=0.0, strict=True)
+    if c["lr"] > MAX_LR:
+        raise BenchError(f"{where}: lr = {c['lr']!r} does not fit a float32; give a learning rate in (0, {MAX_LR:g}]")
+    for key in ("momentum", "weight_decay"):
         c[key] = _float(c[key], f"{where}: {key}", minimum=0.0)
     c["lr_decay"] = _float(c["lr_decay"], f"{where}: lr_decay", minimum=0.0, strict=True)
     if not isinstance(c["milestones"], list):
         raise BenchError(f"{where}: milestones must be a list of epochs or fractions of the run, "
                          f"got {c['milestones']!r}")
-    c["milestones"] = sorted(schedule_epoch(m, c["epochs"], f"{where}: milestones") for m in c["milestones"])
+    epochs = [schedule_epoch(m, c["epochs"], f"{where}: milestones") for m in c["milestones"]]
+    written = [parse_number(m, f"{where}: milestones") for m in c["milestones"]]
+    if any(b < a for a, b in zip(epochs, epochs[1:])) or len(set(written)) != len(written):
+        # equal epochs stay allowed: fractions of a short run (0.8 and 0.9 of 5 epochs) can meet
+        raise BenchError(f"{where}: milestones = {c['milestones']!r} must be given in increasing order, each once")
+    c["milestones"] = epochs
     if catalog.augment_parts(c["augment"]) is None:
         raise BenchError(f"{where}: augment = {c['augment']!r} is unknown; valid: {', '.join(AUGMENTATIONS)}, or "
                          "several joined by + (applied in order, each once)")
@@ -312,9 +338,8 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
         raise BenchError(f"{where}: method_args.drw_epoch = {drw!r} is at or beyond the end of the run "
                          f"(epochs = {c['epochs']}); give an epoch below {c['epochs']}")
     start = c["train_attack"].get("start") if isinstance(c["train_attack"], dict) else None
-    if start is not None and method.attack_start_std is not None:
-        raise BenchError(f"{where}: train_attack.start = {start!r} is a uniform start, but {c['method']} starts its "
-                         f"attack at x + {method.attack_start_std:g}·N(0, 1); leave start out for this method")
+    if start is not None:
+        _check_start(c, start, where)
     c["method_params"] = method.params()  # capability fields (AWP, class-wise ε) only when switched on
     suite_checks.check_cell(c, where)  # against the dataset's metadata, and across keys
     return c

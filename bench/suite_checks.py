@@ -53,14 +53,24 @@ def check_finite(table: Mapping[str, Any], where: str) -> None:
 
 
 def check_axes(grid: Mapping[str, Any], where: str) -> None:
-    """No empty list where a list is an axis: ``method = []`` would make a grid of no cells."""
+    """No empty list where a list is an axis (``method = []`` would make a grid of no cells), and no value twice
+    on one axis (``method = ["ce", "ce"]`` is a typo for another method, not a request for one cell twice)."""
     for key, value in grid.items():
         if key in TABLE_KEYS and isinstance(value, Mapping):
             for inner, inner_value in value.items():
-                if isinstance(inner_value, list) and not inner_value:
-                    _empty(f"{key}.{inner}", where)
-        elif isinstance(value, list) and not value and key not in LIST_VALUED:
-            _empty(key, where)
+                if isinstance(inner_value, list):
+                    _check_axis(f"{key}.{inner}", inner_value, where)
+        elif isinstance(value, list) and key not in LIST_VALUED:
+            _check_axis(key, value, where)
+
+
+def _check_axis(key: str, values: list, where: str) -> None:
+    if not values:
+        _empty(key, where)
+    shown = [repr(v) for v in values]
+    twice = sorted({s for s in shown if shown.count(s) > 1})
+    if twice:
+        raise BenchError(f"{where}: {key} lists {', '.join(twice)} more than once; give each value of an axis once")
 
 
 def _empty(key: str, where: str) -> None:

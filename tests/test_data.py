@@ -66,7 +66,7 @@ def test_step_one_and_exp_one_are_balanced():
     assert class_counts("exp-1", 10, 40) == [40] * 10
 
 
-@pytest.mark.parametrize("bad", ["exp-", "foo", "step-", "binary:3:100", "binary:3,3:10,1", "binary:3,4:10",
+@pytest.mark.parametrize("bad", ["exp-", "foo", "step-", "binary:3:100", "binary:3,4:10",
                                  "step-x", ""])
 def test_unknown_profile_forms_list_valid_forms(bad):
     with pytest.raises(BenchError) as info:
@@ -388,5 +388,6 @@ def test_missing_files_name_folder_and_remedy(tmp_path, name, folder):
 def test_partial_cifar_files_are_missing(tmp_path, no_md5):
     make_fake_cifar10(tmp_path)
     os.remove(tmp_path / "cifar-10-batches-py" / "data_batch_3")
-    with pytest.raises(BenchError, match="cifar-10-batches-py"):
+    with pytest.raises(BenchError, match="cifar-10-batches-py are incomplete or corrupt") as info:
         DATASETS.get("cifar10")().check_available(tmp_path, False)
+    assert "files not found" not in str(info.value)  # they are there: the message says what is wrong with them

@@ -151,14 +151,32 @@ def test_only_and_seeds(tmp_path):
         (BASIC + "[defaults]\naugment = \"rotate\"\n", r"augment = 'rotate' is unknown; valid: none, crop-flip"),
         (BASIC + "[defaults]\nlr = \"fast\"\n", r"lr: expected a number"),
         ("name = \"x\"\n", r"needs at least one \[\[grid\]\]"),
-        (BASIC.replace("seeds = [0, 1]", "seeds = [-1]"), r"seeds must be a non-empty list of integers >= 0"),
+        (BASIC.replace("seeds = [0, 1]", "seeds = [-1]"), r"seeds must be a non-empty list of integers in \[0, 2\*\*63 - 1\]"),
+        # a seed the store cannot hold (SQL BIGINT), a seed twice, a value twice on an axis
+        (BASIC.replace("seeds = [0, 1]", "seeds = [99999999999999999999]"), r"integers in \[0, 2\*\*63 - 1\], got"),
+        (BASIC.replace("seeds = [0, 1]", "seeds = [0, 1, 0]"), r"seeds lists 0 more than once"),
+        (BASIC.replace('method = ["ce", "srat-ldam"]', 'method = ["ce", "srat-ldam", "ce"]'),
+         r"grid\[0\]: method lists 'ce' more than once"),
+        (BASIC + "method_args.lam = [1, 1]\n", r"method_args.lam lists 1 more than once"),
+        # a learning rate of zero trains nothing; one beyond float32 overflows the optimiser
+        (BASIC + "[defaults]\nlr = 0\n", r"lr: must be > 0.0, got 0"),
+        (BASIC + "[defaults]\nlr = 1e300\n", r"lr = 1e\+300 does not fit a float32"),
+        (BASIC + "[defaults]\nepochs = 10\nmilestones = [6, 3]\n", r"milestones = \[6, 3\] must be given in increasing order"),
+        (BASIC + "[defaults]\nepochs = 10\nmilestones = [3, 3]\n", r"must be given in increasing order, each once"),
+        # a uniform start for a Gaussian-start method, even the default's name
+        (BASIC.replace('"srat-ldam"', '"trades"') + '[defaults]\ntrain_attack = { start = "symmetric" }\n',
+         r"train_attack.start = 'symmetric' is a uniform start, but trades starts its attack at x \+ 0.001"),
+        # a profile the largest class cannot make: the smallest would keep < 1 image, clamped to 1
+        (BASIC.replace('["step-10", "exp-10"]', '"exp-100"') + "dataset_args.n_max = 5\n",
+         r"dataset_args.n_max = 5 with imbalance = 'exp-100' would keep 0.05 images of the smallest class"),
+        (BASIC.replace('["step-10", "exp-10"]', '"binary:3,3:50,5"'), r"names class 3 twice; binary:A,B:NA,NB"),
     ],
 )
 def test_bad_suites_are_one_line_naming_file_key_and_value(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(BenchError, match=message) as info:
         load_suite(path, Settings())
-    assert str(path) in str(info.value) or "K must be" in str(info.value) or "lr:" in str(info.value)
+    assert str(path) in str(info.value) or "K must be" in str(info.value) or "lr" in str(info.value)
     assert "\n" not in str(info.value)
 
 

@@ -50,7 +50,10 @@ def parse_profile(text: str) -> Profile:
         if len(parts) == 2:
             classes = tuple(p.strip() for p in parts[0].split(","))
             counts = _ints(parts[1], value)
-            if len(classes) == 2 and len(counts) == 2 and classes[0].lstrip("0") != classes[1].lstrip("0"):
+            if len(classes) == 2 and len(counts) == 2 and classes[0].lstrip("0") == classes[1].lstrip("0"):
+                raise BenchError(f"imbalance {value!r} names class {classes[0]} twice; binary:A,B:NA,NB needs two "
+                                 "different classes")
+            if len(classes) == 2 and len(counts) == 2:
                 return Profile("binary", counts=counts, classes=classes)
     raise BenchError(f"unknown imbalance profile {value!r}; valid forms: {PROFILE_FORMS}")
 
@@ -149,6 +152,11 @@ def check_profile(text: str, meta, n_max: int, dataset: str) -> list[int]:
         wanted = class_counts(text, C, base) if base else []
         if n_max and profile.kind != "counts":
             key = f"dataset_args.n_max = {n_max} with {key}"
+        if profile.kind in ("step", "exp") and base and base < profile.factor:
+            # the smallest class would keep base/K < 1 images, clamped to 1: another ratio than the one named
+            raise BenchError(f"{key} would keep {base / profile.factor:.3g} images of the smallest class (clamped to "
+                             f"1, a ratio of {base:g} instead of {profile.factor:g}); the largest class needs at "
+                             f"least {math.ceil(profile.factor)} images")
     names = meta.class_names
 
     def shown(c: int) -> str:
