@@ -116,6 +116,8 @@ def test_decoded_arrays_are_cached_beside_the_folder(fake_root, monkeypatch):
     # a corrupt cache is rebuilt, not an error
     cache.write_bytes(b"not an npz")
     assert TinyImageNet().load(fake_root, False, {}).train_x.shape[0] == 13
+    cache.write_bytes(b"PK\x03\x04" + b"\0" * 200)  # a zip header and nothing behind it (zipfile.BadZipFile)
+    assert TinyImageNet().load(fake_root, False, {}).train_x.shape[0] == 13
 
 
 def test_profiles_keep_the_subset(fake_root):

@@ -151,6 +151,10 @@ class _TorchvisionImages(Dataset):
         try:
             return self._open(root, train, download)
         except RuntimeError:
+            if (root / self.folder).is_dir() and any((root / self.folder).iterdir()):
+                raise BenchError(f"dataset {self.name}: the files under {root / self.folder} are incomplete or corrupt "
+                                 f"(torchvision's checksum check failed); extract {self.what} there again "
+                                 f"(from {self.url})") from None
             raise _missing(self.name, root / self.folder, self.what, self.url) from None
         except OSError as exc:
             raise BenchError(f"dataset {self.name}: cannot read {root}: {exc}") from None
@@ -471,13 +475,16 @@ def _class_names(words: Path, wnids: list[str]) -> list[str]:
 
 
 def _read_cache(cache: Path, signature: str) -> dict[str, np.ndarray] | None:
-    """The cached arrays when the cache exists and was made from the same file list; else None (rebuilt)."""
+    """The cached arrays when the cache exists and was made from the same file list; else None (rebuilt, also when
+    the file is truncated or not an archive at all)."""
+    import zipfile
+
     try:
         with np.load(cache, allow_pickle=False) as data:
             if str(data["signature"]) != signature:
                 return None
             return {"train_x": data["train_x"], "test_x": data["test_x"]}
-    except (OSError, KeyError, ValueError, EOFError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
 
 
