@@ -62,7 +62,14 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise BenchError(f"device {name!r} is unknown; valid: auto, cpu, cuda, cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise BenchError(f"device {name!r} is unknown; valid: auto, cpu, cuda, cuda:N, mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"device {name!r} requested but no CUDA device is available; use auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BenchError(f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise BenchError(f"device {name!r} requested but no Apple MPS device is available; use auto or cpu")
     return device

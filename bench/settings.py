@@ -47,6 +47,7 @@ from bench.values import read_toml
 
 DEFAULT_FILE = "bench.toml"
 DB_ENV = "BENCH_DB"  # overrides bench.toml's db
+THREADS_ENV = "BENCH_THREADS"  # overrides bench.toml's threads (set for each --workers process)
 KNOWN_BENCH_KEYS = ("db", "data_root", "run_dir", "out_dir", "device", "download", "threads", "executor",
                     "stale_after_minutes", "fuse")
 EXECUTOR_TABLES = ("slurm", "ray")  # one table per configurable executor (bench.executors)
@@ -82,8 +83,20 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def env_threads(fallback: int) -> int:
+    """torch's CPU threads: ``$BENCH_THREADS`` (a whole number; 0 or unset: ``fallback``) else ``fallback``."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if not text.isdigit():
+        if text:
+            raise BenchError(f"${THREADS_ENV} = {text!r}: expected a whole number of torch CPU threads >= 1 (0 or "
+                             "unset: bench.toml's threads)")
+        return fallback
+    return int(text) or fallback
+
+
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
     """Read bench.toml (explicit path, ``$BENCH_CONFIG``, or ``./bench.toml`` when present); ``$BENCH_DB`` wins."""
+    env_threads(0)  # a bad $BENCH_THREADS is one line before any command does anything
     explicit = path or os.environ.get("BENCH_CONFIG")
     file = Path(explicit) if explicit else Path(DEFAULT_FILE)
     env_db = os.environ.get(DB_ENV) or None

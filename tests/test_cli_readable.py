@@ -280,7 +280,9 @@ def test_list_suites_counts_cells_and_done_and_estimates_the_time_left(suites):
     assert rows["suites/mixed.toml"][2:5] == ["2", "0", "~40 min (1 of 2 cells)"]
     assert rows["suites/conv.toml"][2:5] == ["1", "0", "—"]
     assert rows["suites/theory.toml"][2:5] == ["theory", "—", "—"]
-    assert "suites/broken.toml" not in rows
+    # a file that is not even TOML is listed too, with where to see why (it is not silently left out)
+    assert rows["suites/broken.toml"][:5] == ["suites/broken.toml", "broken", "—", "—", "—"]
+    assert "not valid" in " ".join(rows["suites/broken.toml"])
     assert "* estimate" in result.output and "images/s" in result.output
 
 

@@ -328,3 +328,42 @@ def test_worker_environments_split_gpus_or_cores():
     assert [e["CUDA_VISIBLE_DEVICES"] for e in gpu] == ["0", "1", "0"]
     cpu = worker_environments(2, "cpu", 0, 8)
     assert [e["BENCH_THREADS"] for e in cpu] == ["4", "4"] and "CUDA_VISIBLE_DEVICES" not in cpu[0]
+
+
+@pytest.mark.parametrize("value", ["abc", "-2", "1.5"])
+def test_a_bad_bench_threads_is_one_line(project, monkeypatch, value):
+    monkeypatch.setenv("BENCH_THREADS", value)
+    result = CliRunner().invoke(cli, ["run", str(suite(project)), "--quiet"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"$BENCH_THREADS = {value!r}: expected a whole number" in result.output
+    assert not (project / "results" / "bench.db").exists()
+
+
+@pytest.mark.parametrize("device, words", [("mps", "no Apple MPS device"), ("xla", "valid: auto, cpu, cuda"),
+                                           ("cuda:7", "CUDA")])
+def test_a_device_this_machine_lacks_is_refused_before_any_cell(project, device, words):
+    result = CliRunner().invoke(cli, ["run", str(suite(project)), "--quiet", "--device", device])
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+    assert not (project / "results" / "bench.db").exists()
+
+
+def test_workers_are_not_started_for_cells_already_done(project):
+    file = suite(project, methods='["ce"]')
+    assert bench("run", str(file), "--quiet").exit_code == 0
+    result = bench("run", str(file), "--workers", "1000")
+    assert result.exit_code == 0 and "all 1 cell(s) done; nothing to run" in result.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "x.toml", "--workers", "0"], "'--workers': 0 is not in the range"),
+    (["report", "--format", "pdf"], "'pdf' is not one of 'html', 'md', 'latex', 'csv'"),
+    (["runn"], "No such command 'runn'. Did you mean 'run'?"),
+    (["run", "x.toml", "--bogus"], "No such option '--bogus'"),
+    (["compare"], "Missing argument 'A'"),
+    (["db", "upgrad"], "No such command 'upgrad'"),
+])
+def test_clicks_own_usage_errors_are_one_line_too(project, args, words):
+    result = CliRunner().invoke(cli, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ") and words in lines[0] and "--help` lists what is allowed" in lines[0]

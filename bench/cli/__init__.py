@@ -29,7 +29,8 @@ from bench.errors import BenchError
 
 
 class BenchGroup(click.Group):
-    """Turns :class:`BenchError` into ``Error: <one line>`` with exit status 2."""
+    """Turns :class:`BenchError` into ``Error: <one line>`` with exit status 2, and so click's own usage errors
+    (a bad option value, an unknown option or command), which click would print as usage, hint and error."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -38,6 +39,11 @@ class BenchGroup(click.Group):
             message = " ".join(str(exc).split())
             click.echo(f"Error: {message}", err=True)
             ctx.exit(2)
+        except click.UsageError as exc:
+            message = " ".join(exc.format_message().split())
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"Error: {message} (`{where} --help` lists what is allowed)", err=True)
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=BenchGroup)

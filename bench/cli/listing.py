@@ -87,7 +87,8 @@ def _list_suites(db: str | None, config: str | None) -> None:
     for path in sorted(Path("suites").glob("*.toml")):
         try:
             file = read_suite_file(path)
-        except BenchError:  # a broken file: `bench run` on it says why
+        except BenchError:  # a broken file (malformed TOML): listed, and `bench run` on it says why
+            table.add_row(str(path), path.stem, "—", "—", "—", f"not valid: `bench run {path} --dry-run` says why")
             continue
         name, description = str(file.data.get("name", path.stem)), str(file.data.get("description", ""))
         if file.kind == "theory":

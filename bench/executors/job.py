@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.cell import CellResult
 from bench.results import files
-from bench.settings import DB_ENV, Settings
+from bench.settings import DB_ENV, Settings, env_threads
 
 
 def submitit_tag(engine: str) -> str:
@@ -57,7 +57,7 @@ class _Job:
         from bench.results.ledger import Ledger
         from bench.results.store import Store
 
-        threads = int(os.environ.get("BENCH_THREADS", 0)) or self.settings.threads
+        threads = env_threads(self.settings.threads)
         if threads:
             torch.set_num_threads(threads)
         stale_after = timedelta(minutes=self.settings.stale_after_minutes)

@@ -20,7 +20,7 @@ import click
 
 from bench.cell import Status
 from bench.executors.base import EXECUTORS, Executor
-from bench.settings import DB_ENV
+from bench.settings import DB_ENV, env_threads
 
 
 def worker_environments(workers: int, device_type: str, n_gpus: int, cpus: int) -> list[dict[str, str]]:
@@ -82,7 +82,7 @@ class LocalExecutor(Executor):
         target = resolve_device(ctx.device)
         if ctx.workers > 1:
             return self._run_workers(target)
-        threads = int(os.environ.get("BENCH_THREADS", 0)) or ctx.settings.threads
+        threads = env_threads(ctx.settings.threads)
         if threads:
             torch.set_num_threads(threads)
         progress = Progress(enabled=not ctx.quiet)
@@ -104,13 +104,21 @@ class LocalExecutor(Executor):
         import torch
 
         ctx = self.ctx
+        ctx.store.create()  # once, here: the workers then only claim and write rows
+        done = ctx.store.statuses([c.cell_hash for c in ctx.cells])
+        todo = sum(1 for c in ctx.cells if done.get(c.cell_hash) != Status.DONE)
+        workers = min(ctx.workers, todo)  # a worker with no cell to claim would only start torch and leave
+        if not workers:
+            click.echo(f"suite {ctx.suite_name}: all {len(ctx.cells)} cell(s) done; nothing to run "
+                       f"(results in {ctx.store.shown})")
+            return 0
         n_gpus = torch.cuda.device_count() if target.type == "cuda" else 0
-        envs = worker_environments(ctx.workers, target.type, n_gpus, os.cpu_count() or 1)
+        envs = worker_environments(workers, target.type, n_gpus, os.cpu_count() or 1)
         for env in envs:  # the database through the environment: a password never shows in a command line (ps)
             env[DB_ENV] = ctx.store.url
-        click.echo(f"suite {ctx.suite_name}: {len(ctx.cells)} cell(s), {ctx.workers} workers on {target}, "
+        shown = f"{workers} workers" if workers == ctx.workers else f"{workers} workers (one per cell to run)"
+        click.echo(f"suite {ctx.suite_name}: {len(ctx.cells)} cell(s), {shown} on {target}, "
                    f"results in {ctx.store.shown}")
-        ctx.store.create()  # once, here: the workers then only claim and write rows
         codes = run_workers(ctx.cli_args, envs)
         statuses = ctx.store.statuses([c.cell_hash for c in ctx.cells])
         counts: dict[str, int] = {}
