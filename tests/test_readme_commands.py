@@ -165,3 +165,18 @@ def test_readme_read_only_commands_run(project, monkeypatch, command):
         pytest.skip("needs a real cell hash")
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, f"{command}\n{result.output}"
+
+
+def test_readmes_bad_suite_example_is_what_bench_prints_now(tmp_path, monkeypatch):
+    """The README's example of a one-line error (a misspelt method) is the current output, word for word: the list
+    of valid methods grows with the registry."""
+    text = README.read_text()
+    shown = re.search(r"\$ bench run suites/typo\.toml\n(Error: [^\n]+)\n", text)
+    assert shown, "README lost its example of a bad suite file"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "typo.toml").write_text(
+        'name = "typo"\n[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = "srat-ldm"\n')
+    result = CliRunner().invoke(cli, ["run", "suites/typo.toml"])
+    assert result.exit_code == 2
+    assert result.output.strip() == shown.group(1)
