@@ -15,6 +15,12 @@ class BenchError(ValueError):
     """A mistake the user can fix; the message is shown as is, on one line."""
 
 
+class Halt(BenchError):
+    """The run cannot go on here (the disk under the run folder is full, the database became unwritable): one
+    line, the cells held are left ``interrupted`` (not ``failed``: nothing was wrong with them) for the next run,
+    and nothing already stored is lost."""
+
+
 class Diverged(RuntimeError):
     """The training loss went NaN: the cell's outcome is ``diverged`` (data, not a crash)."""
 

@@ -208,11 +208,11 @@ def _claimed(project: Path) -> tuple[Store, Ledger, Cell]:
 def test_a_failed_delivery_releases_the_cell(project, monkeypatch):
     store, ledger, cell = _claimed(project)
 
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def broken(*args, **kwargs):
+        raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(files, "write_result", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(files, "write_result", broken)
+    with pytest.raises(OSError, match="Input/output error"):
         ledger.settle(cell, lambda: CellResult(status=Status.DONE))
     record = store.claims([cell.cell_hash])[cell.cell_hash]
     assert record[0] == Status.FAILED  # not left `running` by this live process
@@ -220,7 +220,48 @@ def test_a_failed_delivery_releases_the_cell(project, monkeypatch):
         from bench.results.schema import Run
 
         error = session.query(Run).one().error
-    assert "the outcome could not be recorded" in error and "No space left" in error
+    assert "the outcome could not be recorded" in error and "Input/output error" in error
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_leaves_the_cell_to_resume(project, monkeypatch):
+    """ENOSPC under the run folder is the machine's problem: the run stops (one line, exit 2), the cell is left
+    ``interrupted`` — not ``failed`` — and the next run, with space again, finishes it."""
+    real = files.write_result
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "runs/x/result.json")
+
+    monkeypatch.setattr(files, "write_result", disk_full)
+    result = bench("run", "faults.toml", "--quiet")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "run the same command again" in errors[0]
+    store = Store("sqlite:///results/bench.db")
+    cell = the_cell(project)
+    assert store.statuses([cell.cell_hash]) == {cell.cell_hash: Status.INTERRUPTED}
+    monkeypatch.setattr(files, "write_result", real)
+    assert bench("run", "faults.toml", "--quiet").exit_code == 0
+    assert store.statuses([cell.cell_hash]) == {cell.cell_hash: Status.DONE}
+
+
+def test_a_database_that_cannot_be_written_at_delivery_stops_the_run_and_keeps_the_result(project, monkeypatch):
+    """The database fails when a finished cell is stored (disk I/O error, disk full, made read-only): one line, exit
+    2, the result file stays in the run folder, and `bench collect` stores it once the database works again."""
+    from sqlalchemy.exc import OperationalError
+
+    def unwritable(self, *args, **kwargs):
+        raise OperationalError("INSERT INTO runs ...", {}, Exception("disk I/O error"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "ingest", unwritable)
+        result = bench("run", "faults.toml", "--quiet")
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len(errors) == 1 and "could not be written (disk I/O error)" in errors[0] and "bench collect" in errors[0]
+    cell = the_cell(project)
+    assert files.result_path(project / "runs", cell.cell_hash).exists()
+    assert bench("collect").exit_code == 0
+    assert Store("sqlite:///results/bench.db").statuses([cell.cell_hash]) == {cell.cell_hash: Status.DONE}
 
 
 def test_ctrl_c_while_delivering_marks_the_cell_interrupted(project, monkeypatch):
@@ -424,3 +465,72 @@ def test_evaluate_progress_bars_name_the_attack_on_a_terminal():
         progress._bars.refresh()
         assert progress.run_finished()[0] == "[1/2]"
     assert "runs" in out.getvalue() and "autoattack · abc ce" in out.getvalue()
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _status(db: Path) -> str | None:
+    if not db.exists():
+        return None
+    try:
+        with closing(sqlite3.connect(db)) as conn:
+            row = conn.execute("select status from runs").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def test_sigterm_stops_a_run_like_ctrl_c(project):
+    """`kill PID` (or a scheduler's SIGTERM) leaves the held cell ``interrupted`` with its reason and exits 143,
+    not ``running`` until a later run notices the dead process."""
+    import signal
+    import subprocess
+    import sys
+
+    (project / "faults.toml").write_text(SUITE.replace("epochs = 2", "epochs = 5000"))
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "faults.toml", "--quiet"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: _status(project / "results" / "bench.db") == "running")
+        time.sleep(1.0)  # inside the first epochs
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "run the same command again" in err and "Traceback" not in err
+    assert _status(project / "results" / "bench.db") == "interrupted"
+
+
+def test_a_worker_ends_with_its_driver():
+    """A ``--workers`` driver killed outright (SIGKILL, the OOM killer) takes its workers with it: each is started
+    with a parent-death signal, so none trains on holding its cells."""
+    import subprocess
+    import sys
+
+    driver = ("import subprocess, sys, time\n"
+              "from bench.executors.local import _die_with_parent\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+              "preexec_fn=_die_with_parent)\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(proc.stdout.readline())
+        proc.kill()
+        proc.wait()
+
+        def gone() -> bool:
+            try:
+                return Path(f"/proc/{child}/status").read_text().split("State:")[1].split()[0] in ("Z", "X")
+            except (FileNotFoundError, IndexError):
+                return True
+
+        _wait_for(gone, timeout=10)
+    finally:
+        proc.kill()

@@ -4,16 +4,19 @@ Each worker is an ordinary ``bench run`` of the same suite and selection: worker
 one at a time (a conditional write, see :meth:`bench.results.store.Store.claim`), so no cell runs twice and a worker
 that dies leaves its cell to be resumed. With CUDA devices, worker ``i`` sees GPU ``i mod n_gpus`` only
 (``CUDA_VISIBLE_DEVICES``) — more workers than GPUs packs several small cells on each GPU; on the CPU the cores
-are split between the workers (``BENCH_THREADS``).
+are split between the workers (``BENCH_THREADS``). Workers end with their driver (Linux: a parent-death signal),
+and SIGTERM stops a run as Ctrl-C does: its held cells are left ``interrupted`` for the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import click
@@ -38,13 +41,44 @@ def worker_environments(workers: int, device_type: str, n_gpus: int, cpus: int) 
     return envs
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler, the driver of ``--workers`` ending): handled as Ctrl-C, with its own words."""
+
+
+@contextlib.contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """While running cells, SIGTERM raises :class:`Stopped` (held cells end ``interrupted``, not ``running``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        raise Stopped("stopped by SIGTERM (kill, or the end of the --workers driver)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _die_with_parent() -> None:
+    """In a worker, before exec: SIGTERM when the driver dies (Linux ``prctl(PR_SET_PDEATHSIG)``), so a killed driver
+    never leaves workers training and holding cells."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def run_workers(args: Sequence[str], envs: list[dict[str, str]]) -> list[int]:
     """Start one ``bench run ARGS`` per environment, relay their lines prefixed ``[wI]``, return exit codes."""
     procs = []
     for i, extra in enumerate(envs):
         env = {**os.environ, **extra}
         proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", *args], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1,
+                                preexec_fn=_die_with_parent)
         procs.append(proc)
 
     def relay(i: int, proc: subprocess.Popen) -> None:
@@ -58,7 +92,10 @@ def run_workers(args: Sequence[str], envs: list[dict[str, str]]) -> list[int]:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
         for p in procs:
-            p.terminate()
+            p.terminate()  # SIGTERM: each worker leaves its held cells interrupted
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=30)
         raise
     for t in threads:
         t.join(timeout=5)
@@ -88,11 +125,12 @@ class LocalExecutor(Executor):
         progress = Progress(enabled=not ctx.quiet)
         progress.console.print(f"suite {ctx.suite_name}: {len(ctx.cells)} cell(s) on {target}, results in {ctx.store.shown}")
         try:
-            summary = run_cells(ctx.cells, ctx.store, ctx.settings, target, debug=ctx.debug, download=ctx.download,
-                                progress=progress)
-        except KeyboardInterrupt:
-            click.echo("interrupted; run the same command again to resume", err=True)
-            return 130
+            with sigterm_stops():
+                summary = run_cells(ctx.cells, ctx.store, ctx.settings, target, debug=ctx.debug,
+                                    download=ctx.download, progress=progress)
+        except KeyboardInterrupt as exc:
+            click.echo(f"{str(exc) or 'interrupted'}; run the same command again to resume", err=True)
+            return 143 if isinstance(exc, Stopped) else 130
         click.echo(f"suite {ctx.suite_name}: {summary.line()}")
         if summary.counts.get(Status.FAILED):
             click.echo("some cells failed; `bench show HASH` prints the stored traceback", err=True)
@@ -101,10 +139,20 @@ class LocalExecutor(Executor):
 
     def _run_workers(self, target) -> int:
         """N ``bench run`` processes claim the cells from one database; a summary at the end."""
+        ctx = self.ctx
+        ctx.store.create()  # once, here: the workers then only claim and write rows
+        with sigterm_stops():
+            try:
+                return self._drive_workers(target)
+            except KeyboardInterrupt as exc:
+                click.echo(f"{str(exc) or 'interrupted'}; the workers stopped; run the same command again to resume",
+                           err=True)
+                return 143 if isinstance(exc, Stopped) else 130
+
+    def _drive_workers(self, target) -> int:
         import torch
 
         ctx = self.ctx
-        ctx.store.create()  # once, here: the workers then only claim and write rows
         done = ctx.store.statuses([c.cell_hash for c in ctx.cells])
         todo = sum(1 for c in ctx.cells if done.get(c.cell_hash) != Status.DONE)
         workers = min(ctx.workers, todo)  # a worker with no cell to claim would only start torch and leave

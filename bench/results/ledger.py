@@ -22,6 +22,7 @@ worker beside a SQLite file) writes the files only; the driver is the database's
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import tempfile
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cell import ACTIVE, Cell, CellResult, Status
-from bench.errors import BenchError, Diverged
+from bench.errors import BenchError, Diverged, Halt
 from bench.results import files
 from bench.results.claims import heartbeat_every, worker_id
 from bench.results.collect import CollectSummary, collect, refresh_running
@@ -85,6 +86,22 @@ def check_run_folders(run_dir: Path, cells: Sequence[Cell]) -> None:
         if reason:
             raise BenchError(f"run folder {folder} cannot be written ({reason}); nothing was claimed: fix its "
                              "permissions, or point run_dir in bench.toml elsewhere")
+
+
+# A full disk, a quota, a file system gone read-only: the machine's problem, not the cell's
+HALTING_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def halt_for(exc: BaseException, run_dir: Path) -> Halt | None:
+    """The :class:`Halt` a cell's exception means, if it means the run cannot go on (``None`` otherwise)."""
+    if isinstance(exc, Halt):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in HALTING_ERRNOS:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return Halt(f"cannot write under the run folder {run_dir}{where}: {os.strerror(exc.errno)}; free space "
+                    "there (or point run_dir in bench.toml elsewhere) and run the same command again to resume from "
+                    "the last checkpoints")
+    return None
 
 
 def failure_result(exc: BaseException) -> CellResult:
@@ -152,7 +169,10 @@ class Ledger:
         if self.store is None:
             return
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            status, error = Status.INTERRUPTED, "interrupted by the user"
+            said = str(exc) if isinstance(exc, KeyboardInterrupt) else ""  # SystemExit's text is its code
+            status, error = Status.INTERRUPTED, said or "interrupted by the user"
+        elif isinstance(exc, Halt):
+            status, error = Status.INTERRUPTED, f"the run stopped: {exc}"
         else:
             status = Status.FAILED
             error = "the outcome could not be recorded:\n" + "".join(traceback.format_exception(exc))
@@ -174,12 +194,15 @@ class Ledger:
         with self.holding(cell, worker, interruptible):
             try:
                 result = work()
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 if interruptible and self.store is not None:
                     self.store.finish(cell.cell_hash, CellResult(status=Status.INTERRUPTED,
-                                                                 error="interrupted by the user"))
+                                                                 error=str(exc) or "interrupted by the user"))
                 raise
             except Exception as exc:  # noqa: BLE001 - a failed cell is data
+                halt = halt_for(exc, self.run_dir)
+                if halt is not None:
+                    raise halt from None  # holding() leaves the cell interrupted
                 result = failure_result(exc)
                 if reraise and not isinstance(exc, Diverged):
                     self.deliver(cell, result, worker)
@@ -188,10 +211,26 @@ class Ledger:
             return result
 
     def deliver(self, cell: Cell, result: CellResult, worker: str | None = None) -> None:
-        """Hand an outcome on: the result file first (durable, atomic), then the database when there is one."""
-        files.write_result(self.run_dir, cell.record(), result)
-        if self.store is not None:
+        """Hand an outcome on: the result file first (durable, atomic), then the database when there is one. A
+        full disk, or a database that can no longer be written, stops the run (:class:`Halt`, one line)."""
+        try:
+            files.write_result(self.run_dir, cell.record(), result)
+        except OSError as exc:
+            halt = halt_for(exc, self.run_dir)
+            if halt is None:
+                raise
+            raise halt from None
+        if self.store is None:
+            return
+        from sqlalchemy.exc import DBAPIError
+
+        try:
             self.store.ingest(cell.record(), result, worker)
+        except DBAPIError as exc:
+            reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            raise Halt(f"the database {self.store.shown} could not be written ({reason}); this cell's result is "
+                       f"kept in {self.run_dir / cell.cell_hash}, and `bench collect` (or the next `bench run`) "
+                       "stores it once the database is writable again") from None
 
     # -- the driver of remote jobs --------------------------------------------------------------------------
     def sync(self, cell_hashes: Iterable[str] | None = None) -> CollectSummary:
