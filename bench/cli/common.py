@@ -6,7 +6,17 @@ import click
 
 from bench.errors import BenchError
 
-db_option = click.option("--db", "db", metavar="URL", help="Results database URL (default: bench.toml's db).")
+
+def _database_url(_ctx, _param, value: str | None) -> str | None:
+    """``--db``: absent means bench.toml's db; given, it must be a URL (an empty one never falls back silently)."""
+    if value is not None and not value.strip():
+        raise BenchError(f"--db {value!r} is empty: give a database URL such as sqlite:///results/bench.db or "
+                         "postgresql://user@host/bench, or leave --db out to use bench.toml's db")
+    return value
+
+
+db_option = click.option("--db", "db", metavar="URL", callback=_database_url,
+                         help="Results database URL (default: bench.toml's db).")
 config_option = click.option("--config", "config", metavar="PATH", type=click.Path(dir_okay=False),
                              help="bench.toml to use (default: ./bench.toml, or $BENCH_CONFIG).")
 

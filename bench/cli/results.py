@@ -103,8 +103,11 @@ def status(suite, db, config) -> None:
 @db_option
 @config_option
 def collect(run_dir, db, config) -> None:
-    """Ingest the result files workers left in the run folder (e.g. after the driver was killed); idempotent."""
+    """Ingest the result files workers left in the run folder (e.g. after the driver was killed); idempotent.
+
+    A database that does not exist yet is created only when there are result files to write into it."""
     from bench.results.collect import collect as collect_results
+    from bench.results.collect import result_files
     from bench.results.store import Store
 
     settings = load_settings(config)
@@ -113,7 +116,8 @@ def collect(run_dir, db, config) -> None:
         raise BenchError(f"run folder {folder} does not exist; pass --run-dir or set run_dir in bench.toml")
     store = Store(db or settings.db)
     store.check_writable()
-    store.create()
+    if store.exists() or result_files(folder):  # a database is created only for results to write into it
+        store.create()
     summary = collect_results(store, folder)
     for line in summary.unreadable:
         click.echo(f"skipped {line}", err=True)

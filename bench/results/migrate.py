@@ -30,13 +30,27 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, inspect, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import Connection
 
 from bench.errors import BenchError
-from bench.results.schema import SCHEMA_VERSION, Meta
+from bench.results.schema import SCHEMA_VERSION, Base, Meta
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 HEAD = "0003"  # the newest revision under migrations/versions (a test checks it is alembic's head)
@@ -46,6 +60,9 @@ UPGRADE = "bench db upgrade"
 # so the check every command makes stays cheap; alembic itself is loaded only to upgrade.
 VERSION_TABLE = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                       PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
+BENCH_TABLES = frozenset(Base.metadata.tables) | {VERSION_TABLE.name}  # a file with none of them is not bench's
+# Tables readers do without (databases from before they existed): every other table of the models must be there.
+OPTIONAL_TABLES = frozenset({"test_labels", "attack_specs", "guards", "theory_results"})
 
 
 def scripts():
@@ -130,6 +147,80 @@ def refusal(version: Version, shown: str) -> str | None:
             "use a new database file or the bench version that wrote it")
 
 
+def foreign(tables: set[str], shown: str) -> str | None:
+    """None unless a SQLite file has tables but none of bench's: then the line that refuses it, so that no command
+    reads it as empty or writes bench's tables into it."""
+    if not tables or tables & BENCH_TABLES:
+        return None
+    names = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
+    return (f"database {shown} is not a bench results database: it has table(s) {names} and none of bench's; give "
+            "an empty or a bench database (e.g. a new file)")
+
+
+def incomplete(connection: Connection, shown: str) -> str | None:
+    """None when a database at this bench's schema has its tables (all but :data:`OPTIONAL_TABLES`, which readers
+    do without) and their columns; else the one line naming the first that is missing (a table dropped by hand, a
+    damaged file): refused before any command reads or writes it, never a SQL error half-way."""
+    tables = inspect(connection)
+    have = set(tables.get_table_names())
+    lacking = [name for name in Base.metadata.tables if name not in have and name not in OPTIONAL_TABLES]
+    if lacking:
+        return (f"database {shown} lacks table {', '.join(lacking)} of bench's schema (revision {HEAD}), so it is "
+                "not a complete bench database; restore it from a backup, or use another database (a new file)")
+    if connection.dialect.name == "sqlite":  # one query for every table (the inspector asks table by table)
+        rows = connection.exec_driver_sql(
+            "SELECT m.name, p.name FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p "
+            "WHERE m.type = 'table'").all()
+        columns: dict[str, set[str]] = {}
+        for table, column in rows:
+            columns.setdefault(table, set()).add(column)
+    else:
+        found = tables.get_multi_columns(filter_names=list(Base.metadata.tables))  # one catalogue query
+        columns = {name: {c["name"] for c in cols} for (_schema, name), cols in found.items()}
+    for name, table in Base.metadata.tables.items():
+        missing = [c.name for c in table.columns if name in have and c.name not in columns.get(name, set())]
+        if missing:
+            return (f"database {shown}: table {name} lacks column {', '.join(missing)} of bench's schema (revision "
+                    f"{HEAD}), so it is not a complete bench database; restore it from a backup, or use another "
+                    "database (a new file)")
+    return None
+
+
+def column_problem(column: Column, value, limit: int = 2**63) -> str | None:
+    """Why ``value``, as SQLite stores it (no type conversion), cannot be a value of ``column`` (a column of the
+    models; INTEGER columns hold ``|n| < limit``); None when it can."""
+    kind = column.type
+    if value is None:
+        return None if column.nullable else "is empty (NULL), which this column never is"
+    if isinstance(kind, Boolean):
+        return None if type(value) is int and value in (0, 1) else "is not a boolean (0 or 1)"
+    if isinstance(kind, Integer):
+        if type(value) is not int:
+            return "is not a whole number"
+        if -limit <= value < limit:
+            return None
+        return f"is out of the range of an integer column (|n| < 2**{limit.bit_length() - 1})"
+    if isinstance(kind, Float):
+        return None if type(value) in (int, float) else "is not a number"
+    if isinstance(kind, DateTime):
+        if isinstance(value, str):
+            try:
+                datetime.fromisoformat(value)
+                return None
+            except ValueError:
+                pass
+        return "is not a date and time (YYYY-MM-DD HH:MM:SS)"
+    if isinstance(kind, String):
+        if not isinstance(value, str):
+            return "is not text"
+        if kind.length is not None and len(value) > kind.length:
+            return f"is longer than the column's {kind.length} characters"
+        return None
+    if isinstance(kind, LargeBinary):
+        return None if isinstance(value, bytes) else "is not binary data"
+    return None
+
+
 def stamp_head(connection: Connection) -> None:
     """Mark a database just created from the models as being at the newest revision (inside the caller's
     transaction, like the creation itself)."""
@@ -154,6 +245,9 @@ def upgrade(connection: Connection, shown: str) -> Upgrade:
     before = read_version(connection)
     kind = state(before)
     if kind == "current":
+        problem = incomplete(connection, shown)
+        if problem:
+            raise BenchError(problem)
         return Upgrade(before, before)
     if kind != "older":
         raise BenchError(refusal(before, shown) or f"database {shown} cannot be upgraded")
@@ -167,4 +261,7 @@ def upgrade(connection: Connection, shown: str) -> Upgrade:
     after = read_version(connection)
     if state(after) != "current":  # a revision that forgot bench_meta: a bug, never a half-upgraded file
         raise RuntimeError(f"upgrade of {shown} ended at {after.describe()}, not at this bench's schema")
+    problem = incomplete(connection, shown)
+    if problem:  # a damaged file: the caller's transaction rolls back, the file stays as it was
+        raise BenchError(f"{problem}; it is unchanged")
     return Upgrade(before, after)

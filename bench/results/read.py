@@ -38,6 +38,12 @@ from bench.results.store import Store
 _CHUNK = 500  # run ids per IN (...) clause: well under SQLite's 999-parameter limit of old builds
 
 
+def _reader(url: str) -> Store:
+    """The database at ``url``, opened to read: a missing file is never created, and nothing is written (the
+    file stays byte for byte as it was)."""
+    return Store(url, read_only=True)
+
+
 def _flags_of(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
     """Per-sample flags of runs, ``{run_id: {label: flags}}`` in attack order."""
     out: dict[int, dict[str, np.ndarray]] = {}
@@ -91,7 +97,7 @@ def load_results(url: str, suite: str | None = None, cell_hash: str | None = Non
     attack_order, class_index, class_name, n_train, n_test, correct, accuracy``, plus ``config`` (the
     resolved cell config as JSON text).
     """
-    store = Store(url)
+    store = _reader(url)
     store.check_schema()
     query = (
         select(
@@ -115,7 +121,7 @@ def load_results(url: str, suite: str | None = None, cell_hash: str | None = Non
 
 def feature_dump_runs(url: str, run_ids: Sequence[int]) -> set[int]:
     """Which of ``run_ids`` kept feature dumps."""
-    store = Store(url)
+    store = _reader(url)
     ids = list(run_ids)
     found: set[int] = set()
     with store.session(write=False) as session:
@@ -127,7 +133,7 @@ def feature_dump_runs(url: str, run_ids: Sequence[int]) -> set[int]:
 
 def load_features(url: str, run_id: int) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
     """A run's feature dumps: ``{(split, kind): (labels [n], features [n, dim] float32)}``."""
-    store = Store(url)
+    store = _reader(url)
     store.check_schema()
     out = {}
     with store.session(write=False) as session:
@@ -140,7 +146,7 @@ def load_features(url: str, run_id: int) -> dict[tuple[str, str], tuple[np.ndarr
 
 def load_theory(url: str) -> list[dict]:
     """Every stored theory suite: ``{"suite", "description", "frame", "pairs"}`` (frames as DataFrames)."""
-    store = Store(url)
+    store = _reader(url)
     store.check_schema()
     out = []
     with store.session(write=False) as session:
@@ -155,7 +161,7 @@ def load_theory(url: str) -> list[dict]:
 
 def load_runs(url: str, suite: str | None = None) -> pd.DataFrame:
     """One row per run of any status (for progress, failures and cost columns)."""
-    store = Store(url)
+    store = _reader(url)
     store.check_schema()
     query = select(Run.__table__)
     if suite is not None:
@@ -176,7 +182,7 @@ def load_guards(url: str, suite: str | None = None) -> pd.DataFrame:
     Columns: ``run_id, cell_hash, suite, method, dataset, imbalance, seed, model, name, value, threshold,
     flagged, detail`` (``detail`` is JSON text). Empty (with these columns) for a database without guards.
     """
-    store = Store(url)
+    store = _reader(url)
     store.check_schema()
     with store.engine.connect() as conn:
         if not inspect(conn).has_table("guards"):
@@ -200,7 +206,7 @@ def load_sample_flags(url: str, suite: str | None = None) -> dict[int, dict]:
     """Stored per-sample data of finished runs: ``{run_id: {"flags": {label: bool[n]}, "labels": int[n] | None,
     "attacks": {label: resolved table}}}``; flags in attack order (``clean`` first), ``labels`` ``None`` for a run
     stored before test labels were kept (``bench evaluate`` adds them)."""
-    store = Store(url)
+    store = _reader(url)
     store.check_schema()
     with store.session(write=False) as session:
         query = select(Run).where(Run.status == Status.DONE).order_by(Run.id)
@@ -223,12 +229,17 @@ def run_record(url: str, cell_prefix: str) -> dict:
     ``class_accuracy`` as ``{attack: {class name: accuracy}}``; with a validation set, ``validation`` as a list of
     ``{epoch, val_clean, val_robust}`` (the selected epoch is ``selected_epoch``). The cell is named by its hash or
     a unique prefix."""
-    store = Store(url)
+    store = _reader(url)
     store.check_schema()
-    with store.session(write=False) as session:
-        runs = session.execute(select(Run).where(Run.cell_hash.startswith(cell_prefix))).scalars().all()
+    if not cell_prefix.strip():
+        raise BenchError("no cell given: name a run by its cell hash or its first characters, e.g. `bench show "
+                         "8ed80c24` (`bench status` and reports list them)")
+    with store.session(write=False) as session:  # a prefix, never a LIKE pattern: _ and % match only themselves
+        runs = session.execute(select(Run).where(Run.cell_hash.startswith(cell_prefix, autoescape=True))
+                               .limit(2)).scalars().all()
         if len(runs) != 1:
-            raise BenchError(f"cell {cell_prefix!r} {'matches no run' if not runs else 'is ambiguous'} in {store.url}")
+            raise BenchError(f"cell {cell_prefix!r} {'matches no run' if not runs else 'is ambiguous'} in "
+                             f"{store.shown}")
         run = runs[0]
         record = {c.name: getattr(run, c.name) for c in Run.__table__.columns if c.name != "config_json"}
         record["config"] = json.loads(run.config_json)
@@ -255,17 +266,17 @@ CURVE_COLUMNS = ["run_id", "epoch", "lr", "loss", "train_accuracy", "seconds", "
 
 def suite_names(url: str) -> list[str]:
     """The suites that have runs, sorted (one line if the database cannot be read)."""
-    store = Store(url)
+    store = _reader(url)
     store.check_schema()  # missing file / no tables / other schema version -> BenchError
     try:
         with store.engine.connect() as conn:
             return sorted(s for (s,) in conn.execute(select(Run.suite).distinct()))
     except SQLAlchemyError as exc:
-        raise BenchError(f"database {url} cannot be read: {exc}") from None
+        raise BenchError(f"database {store.shown} cannot be read: {exc}") from None
 
 
 def has_runs(url: str) -> bool:
-    with Store(url).session(write=False) as session:
+    with _reader(url).session(write=False) as session:
         return bool(session.execute(select(func.count()).select_from(Run)).scalar())
 
 
@@ -282,7 +293,7 @@ def class_count_rows(url: str, suite: str | None = None) -> np.ndarray:
         .join(Run, Run.id == ClassMetric.run_id)
         .where(_done(suite))
     )
-    with Store(url).engine.connect() as conn:
+    with _reader(url).engine.connect() as conn:
         result = conn.execute(query)
         rows = result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result]
     return np.array(rows, dtype=np.int64).reshape(-1, len(CLASS_COLUMNS))
@@ -296,7 +307,7 @@ def attack_labels(url: str, suite: str | None = None) -> pd.DataFrame:
         .where(_done(suite) & (ClassMetric.class_index == 0))
         .distinct()
     )
-    with Store(url).engine.connect() as conn:
+    with _reader(url).engine.connect() as conn:
         attacks = pd.DataFrame([tuple(r) for r in conn.execute(query)],
                                columns=["suite", "dataset", "imbalance", "adversarial", "attack_order", "attack"])
     attacks["adversarial"] = attacks["adversarial"].astype(bool)
@@ -307,7 +318,7 @@ def load_curves(url: str, run_ids: Sequence[int]) -> pd.DataFrame:
     """The per-epoch training curves (:data:`CURVE_COLUMNS`) of ``run_ids`` only."""
     ids = sorted({int(i) for i in run_ids})
     parts = []
-    with Store(url).engine.connect() as conn:
+    with _reader(url).engine.connect() as conn:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             query = select(EpochMetric.run_id, EpochMetric.epoch, EpochMetric.lr, EpochMetric.loss,
@@ -320,7 +331,7 @@ def load_curves(url: str, run_ids: Sequence[int]) -> pd.DataFrame:
 
 def has_theory(url: str) -> bool:
     """Whether the database holds the table of theory suites (older databases may not)."""
-    store = Store(url)
+    store = _reader(url)
     return store.exists() and inspect(store.engine).has_table("theory_results")
 
 
@@ -369,7 +380,7 @@ def run_attacks(url: str, suite: str | None = None) -> pd.DataFrame:
     def rows(result) -> list:  # plain tuples off the DBAPI cursor (see class_count_rows)
         return result.cursor.fetchall() if result.cursor is not None else [tuple(r) for r in result]
 
-    with Store(url).engine.connect() as conn:
+    with _reader(url).engine.connect() as conn:
         frame = pd.DataFrame(rows(conn.execute(query)), columns=["run_id", "attack_order", "attack"])
         kinds = pd.DataFrame(columns=["run_id", "attack", "kind"])
         if inspect(conn).has_table("attack_specs"):
@@ -386,7 +397,7 @@ def iter_flag_bits(url: str, suite: str | None = None, chunk: int = _CHUNK) -> I
     """The packed per-sample flags and test labels of finished runs, ``chunk`` runs at a time (memory stays flat
     at any number of runs): ``{run_id: {"n": n, "labels": int16 [n], "bits": {attack: uint8 [ceil(n / 8)]}}}``,
     bits as :func:`~bench.results.schema.pack_flags` packs them. Runs without stored test labels are left out."""
-    store = Store(url)
+    store = _reader(url)
     with store.engine.connect() as conn:
         if not (inspect(conn).has_table("test_labels") and inspect(conn).has_table("sample_flags")):
             return

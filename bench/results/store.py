@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -74,10 +75,16 @@ def without_password(url: str) -> str:
 
 
 class Store:
-    """A results database. Construct with a SQLAlchemy URL; :meth:`create` makes the schema."""
+    """A results database. Construct with a SQLAlchemy URL; :meth:`create` makes the schema.
 
-    def __init__(self, url: str, stale_after: timedelta = STALE_AFTER) -> None:
+    Reading never changes a SQLite file: WAL is switched on by the first write transaction (:func:`_sqlite_begin`).
+    ``read_only`` stores never create the file and cannot write (``PRAGMA query_only``); a file in a folder this
+    process cannot write (a read-only mount) is opened read-only, so it can still be read (:meth:`_file_url`).
+    """
+
+    def __init__(self, url: str, stale_after: timedelta = STALE_AFTER, read_only: bool = False) -> None:
         self.url = url
+        self.read_only = read_only
         self.stale_after = stale_after  # a claim with no heartbeat for this long is abandoned (bench.results.claims)
         try:
             parsed = make_url(url)
@@ -94,30 +101,68 @@ class Store:
         if database.startswith("file:"):  # SQLite URI filename, e.g. sqlite:///file:x.db?mode=ro&uri=true
             database = database[len("file:"):].split("?")[0]
         self.path = Path(database) if self.is_sqlite and database not in ("", ":memory:") else None
+        self.frozen = False  # opened read-only because its folder cannot be written (see _file_url)
+        engine_url: str | URL = url
+        if self.path is not None and not (parsed.database or "").startswith("file:"):
+            engine_url = self._file_url(parsed) or url
         kwargs: dict = {"connect_args": {"timeout": 60}} if self.is_sqlite else {"pool_pre_ping": True}
         if parsed.get_backend_name() == "postgresql":  # an unreachable host answers within seconds, not minutes
             kwargs["connect_args"] = {"connect_timeout": 10}
         try:
-            self.engine: Engine = create_engine(url, **kwargs)
+            self.engine: Engine = create_engine(engine_url, **kwargs)
         except (ArgumentError, ImportError, SQLAlchemyError) as exc:
             raise BenchError(f"database URL {self.shown!r} cannot be used: {exc}") from None
         self.write_engine: Engine = self.engine
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_connect)
+            query_only = read_only or self.frozen
+            event.listen(self.engine, "connect", lambda dbapi, _record: _sqlite_connect(dbapi, query_only))
             event.listen(self.engine, "begin", _sqlite_begin)
             # Writers take SQLite's write lock when their transaction starts (BEGIN IMMEDIATE), so a
             # read-then-write claim never fails half-way on a lock upgrade; readers stay DEFERRED.
             self.write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
 
+    def _file_url(self, parsed: URL) -> URL | None:
+        """The SQLite URI to open :attr:`path` with (None: the plain URL, read-write, created if missing). In a folder
+        this process cannot write, SQLite cannot make its ``-shm`` or journal: read-only, ``immutable`` unless a
+        write-ahead log lies beside it. A ``read_only`` store: ``mode=rw``, which never creates a missing file."""
+        path = self.path or Path()
+        folder = path.absolute().parent
+        if path.is_file() and not os.access(folder, os.W_OK):
+            self.frozen = True
+            query = {"mode": "ro"} if Path(f"{path}-wal").exists() else {"mode": "ro", "immutable": "1"}
+        elif self.read_only:
+            query = {"mode": "rw"}
+        else:
+            return None
+        return URL.create(parsed.drivername, database="file:" + quote(str(path.absolute())),
+                          query={**parsed.query, **query, "uri": "true"})
+
     # -- schema -------------------------------------------------------------------------------------------
-    def exists(self) -> bool:
-        """Whether the database holds a bench schema (never creates the file)."""
+    def table_names(self) -> set[str]:
+        """The tables the database holds (empty for a missing file; never creates it)."""
         if self.path is not None and not self.path.exists():
-            return False
+            return set()
         try:
-            return inspect(self.engine).has_table("runs")
+            with self.engine.connect() as connection:
+                return set(inspect(connection).get_table_names())
         except SQLAlchemyError as exc:
-            raise BenchError(f"database {self.shown} cannot be read: {_first_line(exc)}") from None
+            raise BenchError(f"database {self.shown} cannot be read: {self._why(exc)}") from None
+
+    def exists(self) -> bool:
+        """Whether the database holds bench's tables (never creates the file). A SQLite file with only other tables is
+        refused (:func:`migrate.foreign`); a PostgreSQL database may be shared: bench's tables go beside theirs."""
+        names = self.table_names()
+        problem = migrate.foreign(names, self.shown) if self.is_sqlite else None
+        if problem:
+            raise BenchError(problem)
+        return bool(names & migrate.BENCH_TABLES)
+
+    def _why(self, exc: BaseException) -> str:  # the first line of an error, and why where SQLite's words mislead
+        why = _first_line(exc)
+        if self.frozen and "unable to open" in why and Path(f"{self.path}-wal").exists():
+            why += (f" (its folder {self.path.absolute().parent} is read-only and a write-ahead log lies beside it; "
+                    "copy the file with its -wal and -shm files to a writable folder)")
+        return why
 
     def check_writable(self, schema: bool = True) -> None:
         """Fail with one line, before anything runs, when the database cannot be created or written (or, with
@@ -134,15 +179,22 @@ class Store:
             return
         if self.path is not None and not os.access(self.path, os.R_OK | os.W_OK):
             raise BenchError(f"database {self.path} is not readable and writable; check its permissions")
+        if self.frozen:
+            raise BenchError(f"database {self.path} cannot be written: its folder {self.path.absolute().parent} is "
+                             "not writable (SQLite writes its journal beside the file); check its permissions")
         try:
-            has_schema = inspect(self.engine).has_table("runs")
+            with self.engine.connect() as connection:
+                names = set(inspect(connection).get_table_names())
         except SQLAlchemyError as exc:
-            raise BenchError(f"database {self.shown} is unreachable or unreadable: {_first_line(exc)}") from None
+            raise BenchError(f"database {self.shown} is unreachable or unreadable: {self._why(exc)}") from None
+        has_schema = self.exists()  # a foreign SQLite file: refused here, before anything is written
         if schema:
             self.check_schema(allow_missing=True)
-        if has_schema:  # a write that is rolled back: proves the file and connection accept writes
+        if has_schema and Meta.__tablename__ in names:
+            # a write rolled back proves the file accepts writes (in its journal mode: the command may write nothing)
             try:
-                with self.session() as session, session.begin():
+                probe = self.engine.execution_options(sqlite_begin="IMMEDIATE", sqlite_wal=False)
+                with Session(probe) as session, session.begin():
                     session.execute(update(Meta).where(Meta.key == "schema_version").values(value=Meta.value))
                     session.rollback()
             except SQLAlchemyError as exc:
@@ -158,9 +210,9 @@ class Store:
         try:
             with self.engine.connect() as connection:
                 version = migrate.read_version(connection)
+                problem = migrate.refusal(version, self.shown) or migrate.incomplete(connection, self.shown)
         except SQLAlchemyError as exc:
-            raise BenchError(f"database {self.shown} cannot be read: {_first_line(exc)}") from None
-        problem = migrate.refusal(version, self.shown)
+            raise BenchError(f"database {self.shown} cannot be read: {self._why(exc)}") from None
         if problem:
             raise BenchError(problem)
 
@@ -198,8 +250,8 @@ class Store:
         """``bench db upgrade``: bring an older database to this bench's schema in one transaction (alembic)."""
         if not self.exists():
             raise BenchError(f"database {self.shown} holds no results yet; there is nothing to upgrade")
-        try:
-            with self.write_engine.begin() as connection:
+        try:  # without switching the journal mode: an up-to-date database is left byte for byte as it was
+            with self.engine.execution_options(sqlite_begin="IMMEDIATE", sqlite_wal=False).begin() as connection:
                 return migrate.upgrade(connection, self.shown)
         except SQLAlchemyError as exc:
             raise BenchError(f"database {self.shown} cannot be upgraded: {_first_line(exc)}; it is unchanged") from None
@@ -399,20 +451,35 @@ def _locked_run(cell_hash: str):
     return select(Run).where(Run.cell_hash == cell_hash).with_for_update()
 
 
-def _sqlite_connect(dbapi_connection, _record) -> None:
-    """Let SQLAlchemy's ``begin`` event issue BEGIN; WAL lets readers proceed while a cell's rows are written."""
+def _sqlite_connect(dbapi_connection, query_only: bool = False) -> None:
+    """Let SQLAlchemy's ``begin`` event issue BEGIN; opening changes nothing in the file (see :func:`_sqlite_begin`)."""
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-    except Exception:  # noqa: BLE001 - read-only files cannot switch mode; reading still works
-        pass
     cursor.execute("PRAGMA foreign_keys=ON")
+    if query_only:
+        cursor.execute("PRAGMA query_only=ON")
     cursor.close()
 
 
 def _sqlite_begin(conn) -> None:
-    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
+    """BEGIN, as the transaction asks (writers: IMMEDIATE). A writer's connection first switches the file to WAL,
+    once: WAL lets readers (``bench status``, a report) proceed while a cell's rows are written, and it stays on in
+    the file. Readers never switch it, so reading leaves the file byte for byte as it was."""
+    options = conn.get_execution_options()
+    mode = options.get("sqlite_begin", "DEFERRED")
+    if mode == "IMMEDIATE" and options.get("sqlite_wal", True):
+        record = conn.connection
+        if not record.info.get("bench_wal"):
+            cursor = record.dbapi_connection.cursor()
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                row = cursor.fetchone()
+                record.info["bench_wal"] = bool(row) and str(row[0]).lower() == "wal"
+            except Exception:  # noqa: BLE001, S110 - a read-only or locked file keeps its mode; the write decides
+                pass
+            finally:
+                cursor.close()
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _first_line(exc: BaseException) -> str:
