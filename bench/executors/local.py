@@ -129,7 +129,7 @@ class LocalExecutor(Executor):
                 summary = run_cells(ctx.cells, ctx.store, ctx.settings, target, debug=ctx.debug,
                                     download=ctx.download, progress=progress)
         except KeyboardInterrupt as exc:
-            click.echo(f"{str(exc) or 'interrupted'}; run the same command again to resume", err=True)
+            click.echo(f"{str(exc) or 'interrupted by Ctrl-C'}; run the same command again to resume", err=True)
             return 143 if isinstance(exc, Stopped) else 130
         click.echo(f"suite {ctx.suite_name}: {summary.line()}")
         if summary.counts.get(Status.FAILED):
@@ -145,7 +145,7 @@ class LocalExecutor(Executor):
             try:
                 return self._drive_workers(target)
             except KeyboardInterrupt as exc:
-                click.echo(f"{str(exc) or 'interrupted'}; the workers stopped; run the same command again to resume",
+                click.echo(f"{str(exc) or 'interrupted by Ctrl-C'}; the workers stopped; run the same command again to resume",
                            err=True)
                 return 143 if isinstance(exc, Stopped) else 130
 
