@@ -133,6 +133,27 @@ def test_status_is_a_table_of_counts_per_suite_with_the_oldest_heartbeat(filled)
     assert "no heartbeat for over 10 min" in result.output and "takes those cells over" in result.output
 
 
+def test_status_says_when_a_fresh_claims_process_is_gone(project):
+    """A run killed a moment ago (SIGKILL) leaves its cell ``running`` with a fresh heartbeat; its pid on this host
+    is gone, so the next run takes the cell over, and status says so instead of showing it live."""
+    import socket
+    import subprocess
+    import sys
+
+    store = Store("sqlite:///results.db")
+    store.create()
+    cell = record("alpha", "ce", 0)
+    assert store.claim(cell)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with sqlite3.connect(project / "results.db") as conn:
+        conn.execute("UPDATE runs SET worker = ? WHERE cell_hash = ?", (f"{socket.gethostname()}:{dead.pid}",
+                                                                        cell.cell_hash))
+    result = bench("status")
+    assert table_rows(result.output)["alpha"][8].endswith(" s ago, gone"), result.output
+    assert "gone: its process on this host has ended" in result.output
+
+
 def test_status_of_one_suite_and_no_heartbeat_once_nothing_is_held(filled):
     result = bench("status", "--suite", "alpha")
     rows = table_rows(result.output)

@@ -46,13 +46,20 @@ def utcnow() -> datetime:
 # -- bench status --------------------------------------------------------------------------------------------------
 def status_table(runs: pd.DataFrame, stale_after: timedelta, now: datetime) -> tuple[Table, bool]:
     """Cells per suite and status, and the oldest heartbeat of each suite's active (queued or running) cells;
-    ``runs`` as :func:`bench.results.read.load_runs` returns them. Also whether any heartbeat is stale."""
+    ``runs`` as :func:`bench.results.read.load_runs` returns them. Also whether any active cell is abandoned — a
+    stale heartbeat, or a holder on this host that is gone (killed): the next ``bench run`` takes those over."""
+    from bench.results.claims import claim_abandoned
+
     table = Table("suite", *STATUS_ORDER, "total", "oldest heartbeat", title="cells per suite and status")
     for column in table.columns[1:-1]:
         column.justify = "right"
     counts = runs.groupby(["suite", "status"]).size().unstack(fill_value=0)
     active = runs[runs["status"].isin(ACTIVE)]
     oldest = active.groupby("suite")["heartbeat_at"].min()
+    gone = {suite for suite, worker, beat in zip(active["suite"], active.get("worker", [None] * len(active)),
+                                                 active["heartbeat_at"])
+            if beat is not None and not pd.isna(beat)
+            and claim_abandoned(worker, pd.Timestamp(beat).to_pydatetime(), now, stale_after)}
     stale_any = False
     for suite, row in counts.iterrows():
         beat = oldest.get(suite)
@@ -64,6 +71,8 @@ def status_table(runs: pd.DataFrame, stale_after: timedelta, now: datetime) -> t
                 age = max((now - pd.Timestamp(beat).to_pydatetime()).total_seconds(), 0.0)
                 stale = age > stale_after.total_seconds()
                 shown = f"{duration(age)} ago" + (", stale" if stale else "")
+                if not stale and suite in gone:  # its process died on this host: no heartbeat will come
+                    shown, stale = shown + ", gone", True
             stale_any |= stale
         table.add_row(str(suite), *(str(int(row.get(s, 0))) for s in STATUS_ORDER), str(int(row.sum())), shown)
     if len(counts) > 1:

@@ -90,8 +90,9 @@ def status(suite, db, config) -> None:
     out = readable.Printer()
     out(table)
     if stale:
-        click.echo(f"stale: no heartbeat for over {settings.stale_after_minutes:g} min (stale_after_minutes); "
-                   "the next `bench run` of the suite takes those cells over")
+        click.echo(f"stale: no heartbeat for over {settings.stale_after_minutes:g} min (stale_after_minutes), or "
+                   "gone: its process on this host has ended; the next `bench run` of the suite takes those "
+                   "cells over")
     waiting = set(runs.loc[runs["status"] != Status.DONE, "cell_hash"]) & set(result_files(settings.run_dir))
     if waiting:  # workers finished while no driver was there to ingest
         click.echo(f"{len(waiting)} finished result file(s) in {settings.run_dir} not yet in the database: "
