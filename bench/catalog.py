@@ -9,7 +9,8 @@ cannot drift apart:
 * :data:`MODEL_NAMES` — the model factories of :mod:`bench.models`;
 * :data:`GUARD_NAMES` (in the order guards run and are listed) and :data:`DEFAULT_GUARDS` — :mod:`bench.guards`;
 * :data:`KINDS` — every attack kind's extra config keys and default label (:class:`AttackConfig`), and
-  AutoAttack's attack names and versions — :mod:`bench.attacks`.
+  AutoAttack's attack names and versions — :mod:`bench.attacks`;
+* :data:`EXECUTOR_NAMES` — :mod:`bench.executors` (bench.toml's ``executor`` is checked when the file is read).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any, Self
 # -- models -------------------------------------------------------------------------------------------------------
 MODEL_NAMES = ("resnet18", "cnn-small", "linear", "preact-resnet18", "wrn-34-10", "wrn-28-10")
 VECTOR_MODELS = ("linear",)  # the models that take vectors [N, D]; the others need images [N, C, H, W]
+
+# -- executors ----------------------------------------------------------------------------------------------------
+EXECUTOR_NAMES = ("local", "slurm", "ray", "submitit-local")
 
 # -- augmentations ------------------------------------------------------------------------------------------------
 # bench.augment's kinds; a cell's ``augment`` is one of them or several joined by "+", applied in order.

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.catalog import EXECUTOR_NAMES
 from bench.errors import BenchError, valid_choices
 from bench.values import read_toml
 
@@ -143,7 +144,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         device=value.device(),
         download=value.boolean("download", False),
         threads=value.threads(),
-        executor=value.string("executor", "local", "an executor name: local, slurm, ray or submitit-local"),
+        executor=value.choice("executor", "local", EXECUTOR_NAMES),
         stale_after_minutes=value.positive("stale_after_minutes", Settings.stale_after_minutes),
         fuse=_fuse(table.get("fuse", "auto"), f"{file}: bench.fuse"),
         defaults=dict(data.get("defaults", {})),
@@ -179,6 +180,12 @@ class _Reader:
         value = self.table.get(key, default)
         if not isinstance(value, str) or not value.strip():
             raise self._fail(key, allowed)
+        return value
+
+    def choice(self, key: str, default: str, names: tuple[str, ...]) -> str:
+        value = self.table.get(key, default)
+        if value not in names:
+            raise self._fail(key, f"one of {', '.join(names)}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:

@@ -386,7 +386,8 @@ def test_a_live_holder_keeps_its_heartbeat_fresh(project):
     ("data_root = 5", "bench.data_root = 5: expected a folder path"),
     ('run_dir = ""', "bench.run_dir = '': expected a folder path"),
     ("out_dir = []", "bench.out_dir = []: expected a folder path"),
-    ("executor = 3", "bench.executor = 3: expected an executor name"),
+    ("executor = 3", "bench.executor = 3: expected one of local, slurm, ray, submitit-local"),
+    ('executor = "kubernetes"', "bench.executor = 'kubernetes': expected one of local, slurm, ray, submitit-local"),
     ("stale_after_minutes = 0", "bench.stale_after_minutes = 0: expected a number of minutes > 0"),
     ('stale_after_minutes = "10"', "bench.stale_after_minutes = '10'"),
     ("stale_after_minutes = inf", "bench.stale_after_minutes = inf"),
@@ -534,3 +535,10 @@ def test_a_worker_ends_with_its_driver():
         _wait_for(gone, timeout=10)
     finally:
         proc.kill()
+
+
+def test_the_executors_are_the_ones_bench_toml_is_checked_against():
+    from bench.catalog import EXECUTOR_NAMES
+    from bench.executors import EXECUTORS
+
+    assert sorted(EXECUTORS) == sorted(EXECUTOR_NAMES)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bench.catalog import EXECUTOR_NAMES, declared
 from bench.errors import BenchError, valid_choices
 from bench.registry import Registry
 from bench.settings import Settings
@@ -90,6 +91,12 @@ class Executor:
 
 
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
+
+
+def register_executor(name: str):
+    """Decorator: register an executor under ``name``, which :data:`bench.catalog.EXECUTOR_NAMES` must declare (so
+    bench.toml's ``executor`` is checked without importing the executors)."""
+    return EXECUTORS.register(declared("executor", name, EXECUTOR_NAMES))
 
 
 def executor_options(executor: type[Executor], settings: Settings,

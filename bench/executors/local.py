@@ -22,7 +22,7 @@ from typing import ClassVar
 import click
 
 from bench.cell import Status
-from bench.executors.base import EXECUTORS, Executor
+from bench.executors.base import Executor, register_executor
 from bench.settings import DB_ENV, env_threads
 
 
@@ -102,7 +102,7 @@ def run_workers(args: Sequence[str], envs: list[dict[str, str]]) -> list[int]:
     return codes
 
 
-@EXECUTORS.register("local")
+@register_executor("local")
 class LocalExecutor(Executor):
     """This machine: one process (``--workers 1``) or N worker processes sharing the cells through the database."""
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from bench.results import files
 from bench.errors import BenchError
-from bench.executors.base import EXECUTORS, Option, at_least
+from bench.executors.base import Option, at_least, register_executor
 from bench.executors.job import CellJob, GroupJob
 from bench.executors.remote import Backend, RemoteExecutor
 
@@ -107,7 +107,7 @@ class RayBackend(Backend):
         self.ray.shutdown()
 
 
-@EXECUTORS.register("ray")
+@register_executor("ray")
 class RayExecutor(RemoteExecutor):
     """One Ray task per cell (``--ray-address``); fractional GPUs for small cells."""
 

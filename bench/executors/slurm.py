@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.errors import BenchError
-from bench.executors.base import EXECUTORS, Option, at_least
+from bench.executors.base import Option, at_least, register_executor
 from bench.executors.job import CellJob, GroupJob
 from bench.executors.remote import Backend, RemoteExecutor
 from bench.results.claims import pid_alive
@@ -116,7 +116,7 @@ class SubmititBackend(Backend):
                 f"at most {o['array_parallelism']} at once)")
 
 
-@EXECUTORS.register("slurm")
+@register_executor("slurm")
 class SlurmExecutor(RemoteExecutor):
     """One cell per Slurm job-array task (submitit); time-outs and pre-emption requeue and resume."""
 
@@ -165,7 +165,7 @@ class SlurmExecutor(RemoteExecutor):
         return "slurm" if self.cluster == "slurm" else "submitit-local"
 
 
-@EXECUTORS.register("submitit-local")
+@register_executor("submitit-local")
 class SubmititLocalExecutor(SlurmExecutor):
     """The Slurm path without a cluster: each cell a local process under submitit (signals, requeue)."""
 
