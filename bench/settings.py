@@ -184,8 +184,10 @@ class _Reader:
 
     def choice(self, key: str, default: str, names: tuple[str, ...]) -> str:
         value = self.table.get(key, default)
-        if value not in names:
+        if not isinstance(value, str):
             raise self._fail(key, f"one of {', '.join(names)}")
+        if value not in names:
+            raise BenchError(f"{self.file}: bench.{key}: unknown {key} {value!r}{valid_choices(value, names)}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:

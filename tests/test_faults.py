@@ -387,7 +387,7 @@ def test_a_live_holder_keeps_its_heartbeat_fresh(project):
     ('run_dir = ""', "bench.run_dir = '': expected a folder path"),
     ("out_dir = []", "bench.out_dir = []: expected a folder path"),
     ("executor = 3", "bench.executor = 3: expected one of local, slurm, ray, submitit-local"),
-    ('executor = "kubernetes"', "bench.executor = 'kubernetes': expected one of local, slurm, ray, submitit-local"),
+    ('executor = "kubernetes"', "bench.executor: unknown executor 'kubernetes'; valid: local, slurm, ray, submitit-local"),
     ("stale_after_minutes = 0", "bench.stale_after_minutes = 0: expected a number of minutes > 0"),
     ('stale_after_minutes = "10"', "bench.stale_after_minutes = '10'"),
     ("stale_after_minutes = inf", "bench.stale_after_minutes = inf"),
