@@ -84,7 +84,7 @@ def evaluate_run(run, store, settings, device, tables: list[dict[str, Any]], dow
         new.append((spec, table))
     all_tables = {**stored_tables, **{s.label: t for s, t in new}}
     specs = {label: AttackSpec.from_table(t) for label, t in all_tables.items()}
-    method = methods.for_cell(config)
+    method = methods.as_stored(config)  # as it trained: the stored hyperparameters, not today's defaults
     order = [*stored_flags, *(s.label for s, _ in new)]
     light = GuardContext(None, None, config, method, dict.fromkeys(order), specs)
     stored_guards = read.stored_guards(store, run.id)

@@ -87,7 +87,7 @@ def available_cores() -> int:
 def env_threads(fallback: int) -> int:
     """torch's CPU threads: ``$BENCH_THREADS`` (a whole number; 0 or unset: ``fallback``) else ``fallback``."""
     text = os.environ.get(THREADS_ENV, "").strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         if text:
             raise BenchError(f"${THREADS_ENV} = {text!r}: expected a whole number of torch CPU threads >= 1 (0 or "
                              "unset: bench.toml's threads)")

@@ -56,7 +56,7 @@ from bench.values import parse_number, read_toml
 # ``slurm`` and ``ray``: the suite's executor tables over bench.toml's (bench.executors); never part of a cell.
 # ``fuse``: how many cells may train as one stacked model (bench.fusion), over bench.toml's; never part of a cell.
 SUITE_KEYS = ("name", "description", "seeds", "defaults", "grid", "slurm", "ray", "fuse")
-MAX_SEED = 2**63 - 1  # a seed is stored as a SQL BIGINT
+MAX_SEED = 2**31 - 1  # runs.seed is a SQL INTEGER: 32 bits on PostgreSQL
 MAX_LR = 3.4e38  # the largest float32: the optimiser holds lr in the parameters' dtype (a larger one overflows)
 AUGMENTATIONS = catalog.AUGMENTATIONS  # or several joined by "+" (bench.augment)
 
@@ -151,7 +151,7 @@ def load_suite(
     if not isinstance(suite_seeds, list) or not suite_seeds or not all(
         isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in suite_seeds
     ):
-        raise BenchError(f"{where}: seeds must be a non-empty list of integers in [0, 2**63 - 1], got {suite_seeds!r}")
+        raise BenchError(f"{where}: seeds must be a non-empty list of integers in [0, 2**31 - 1], got {suite_seeds!r}")
     twice = sorted({s for s in suite_seeds if suite_seeds.count(s) > 1})
     if twice:
         raise BenchError(f"{where}: seeds lists {', '.join(map(str, twice))} more than once; give each seed once")
@@ -337,9 +337,6 @@ def validate(config: dict[str, Any], where: str) -> dict[str, Any]:
     if drw is not None and method.drw_epoch is not None and method.drw_epoch >= c["epochs"]:
         raise BenchError(f"{where}: method_args.drw_epoch = {drw!r} is at or beyond the end of the run "
                          f"(epochs = {c['epochs']}); give an epoch below {c['epochs']}")
-    start = c["train_attack"].get("start") if isinstance(c["train_attack"], dict) else None
-    if start is not None:
-        _check_start(c, start, where)
     c["method_params"] = method.params()  # capability fields (AWP, class-wise ε) only when switched on
     suite_checks.check_cell(c, where)  # against the dataset's metadata, and across keys
     return c

@@ -67,8 +67,7 @@ def check_axes(grid: Mapping[str, Any], where: str) -> None:
 def _check_axis(key: str, values: list, where: str) -> None:
     if not values:
         _empty(key, where)
-    shown = [repr(v) for v in values]
-    twice = sorted({s for s in shown if shown.count(s) > 1})
+    twice = sorted({repr(b) for i, a in enumerate(values) for b in values[i + 1:] if a == b})  # 1 == 1.0 too
     if twice:
         raise BenchError(f"{where}: {key} lists {', '.join(twice)} more than once; give each value of an axis once")
 

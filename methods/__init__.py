@@ -7,7 +7,8 @@ baselines of the 2025-2026 papers (AWP, AT-BSL with augmentation, REAT, RobustLT
 """
 
 from methods.base import LossInputs, Method
-from methods.registry import METHODS, default_attack_recipe, default_augment, for_cell, get, names, register
+from methods.registry import (METHODS, as_stored, default_attack_recipe, default_augment, for_cell, get, names,
+                              register)
 
 # Registration order is the row order of the paper's tables.
 from methods import plain as _plain  # noqa: E402,F401  ce, focal, ldam
@@ -27,4 +28,5 @@ from methods import reat as _reat  # noqa: E402,F401  reat
 from methods import robustlt as _robustlt  # noqa: E402,F401  robustlt
 from methods import taet as _taet  # noqa: E402,F401  taet
 
-__all__ = ["METHODS", "LossInputs", "Method", "default_attack_recipe", "default_augment", "for_cell", "get", "names", "register"]
+__all__ = ["METHODS", "LossInputs", "Method", "as_stored", "default_attack_recipe", "default_augment", "for_cell", "get",
+           "names", "register"]

@@ -160,6 +160,9 @@ class Method:
     # the first gradient); below bench.toml in the precedence chain
     attack_recipe: ClassVar[Mapping[str, Any]] = {}
     needs_features: ClassVar[bool] = False  # the loss reads LossInputs.features (the penultimate features h)
+    # fields added after cells were stored with other behaviour: {field: the value that behaviour had}, for a stored
+    # record that lacks the field (methods.registry.as_stored, used by `bench evaluate`)
+    legacy: ClassVar[Mapping[str, Any]] = {}
 
     beta: float = 0.9999
     normalize: str = "max"

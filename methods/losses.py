@@ -26,7 +26,8 @@ def in_float32(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        device = tensors[0].device.type if tensors else "cpu"
         with torch.autocast(device_type=device, enabled=False):
             return fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
 

@@ -66,6 +66,22 @@ def for_cell(config: Mapping[str, Any]) -> Method:
     return method.for_run(epochs=config["epochs"], milestones=config["milestones"])
 
 
+def as_stored(config: Mapping[str, Any]) -> Method:
+    """The method a stored cell trained with (``bench evaluate`` re-attacks its weights): built from the record's
+    ``method_params``, the fields resolved when it ran, not from today's defaults; a field added since takes the
+    method's :attr:`~methods.base.Method.legacy` value (what the code did before the field existed). A record
+    without ``method_params`` is resolved as a new cell (:func:`for_cell`)."""
+    params = config.get("method_params")
+    if not isinstance(params, Mapping) or config.get("method") not in METHODS:
+        return for_cell(config)
+    cls = METHODS.get(config["method"])
+    fields = cls.hyperparameters()
+    known = {k: v for k, v in params.items() if k in fields}
+    legacy = {k: v for k, v in cls.legacy.items() if k not in known}
+    method = get(config["method"], **known, **legacy)
+    return method.for_run(epochs=config["epochs"], milestones=config["milestones"])
+
+
 def _coerce(method: str, key: str, value, annotation):
     """Coerce a TOML/CLI value to the field's annotated type (``"8/255"`` for floats, ints for ints)."""
     allowed = [a for a in typing.get_args(annotation)] or [annotation]

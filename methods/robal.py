@@ -36,6 +36,7 @@ class RoBal(KLFamily):
     # methods/train_modes.py pgd_adv_train: model.eval(), x + eps·U(0, 1) (rand_start_mode 'uniform'), clipped only
     # after the first PGD step
     attack_recipe = {"bn_mode": "eval", "start": "positive", "clip_start": False}
+    legacy = {"eval_scale": 1.0}  # RoBal cells stored before eval_scale predicted from the unscaled cosines
     classifier: str = "cosplus"
     s: float = 10.0
     m: float = 0.1

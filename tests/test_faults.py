@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sqlite3
+import sys
 import time
 import warnings
 from contextlib import closing
@@ -508,6 +509,7 @@ def test_sigterm_stops_a_run_like_ctrl_c(project):
     assert _status(project / "results" / "bench.db") == "interrupted"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a parent-death signal is Linux's")
 def test_a_worker_ends_with_its_driver():
     """A ``--workers`` driver killed outright (SIGKILL, the OOM killer) takes its workers with it: each is started
     with a parent-death signal, so none trains on holding its cells."""
@@ -515,9 +517,9 @@ def test_a_worker_ends_with_its_driver():
     import sys
 
     driver = ("import subprocess, sys, time\n"
-              "from bench.executors.local import _die_with_parent\n"
+              "from bench.executors.local import parent_death_signal\n"
               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
-              "preexec_fn=_die_with_parent)\n"
+              "preexec_fn=parent_death_signal())\n"
               "print(child.pid, flush=True)\n"
               "time.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True)

@@ -374,3 +374,20 @@ def test_needs_lists_what_each_method_asks_of_the_runner():
         "resample": ["class-balanced sampler"],
         "logit-adjust-posthoc": ["inference bias"],
     }
+
+
+def test_a_stored_robal_cell_is_re_evaluated_as_it_trained():
+    """`bench evaluate` rebuilds the method of a stored cell from its own method_params: a RoBal cell stored before
+    the CosPlus head and eval_scale keeps its plain cosine head, predicts at 1x (eval_scale's legacy value) and so
+    keeps the scaled-pgd guard; a cell stored today gets exactly its own fields back."""
+    old_params = {"beta": 0.9999, "normalize": "max", "drw_epoch": 10, "under_weight": None, "lam": 0.0,
+                  "temperature": 0.07, "classifier": "cosine", "kl_weight": 6.0, "s": 10.0, "m": 0.1, "tau_b": 1.2,
+                  "tau_m": 0.0, "tau_p": 0.1}
+    config = {"method": "robal", "method_args": {}, "method_params": old_params, "epochs": 10, "milestones": []}
+    old = methods.as_stored(config)
+    assert old.classifier == "cosine" and old.inference_scale == 1.0 and old.scale_sensitive
+    today = methods.for_cell(config)
+    assert today.classifier == "cosplus" and today.inference_scale == 10.0
+    again = methods.as_stored({**config, "method_params": today.params()})
+    assert again == today
+    assert methods.as_stored({**config, "method_params": None}) == today  # a record without params: as new

@@ -151,9 +151,9 @@ def test_only_and_seeds(tmp_path):
         (BASIC + "[defaults]\naugment = \"rotate\"\n", r"augment = 'rotate' is unknown; valid: none, crop-flip"),
         (BASIC + "[defaults]\nlr = \"fast\"\n", r"lr: expected a number"),
         ("name = \"x\"\n", r"needs at least one \[\[grid\]\]"),
-        (BASIC.replace("seeds = [0, 1]", "seeds = [-1]"), r"seeds must be a non-empty list of integers in \[0, 2\*\*63 - 1\]"),
-        # a seed the store cannot hold (SQL BIGINT), a seed twice, a value twice on an axis
-        (BASIC.replace("seeds = [0, 1]", "seeds = [99999999999999999999]"), r"integers in \[0, 2\*\*63 - 1\], got"),
+        (BASIC.replace("seeds = [0, 1]", "seeds = [-1]"), r"seeds must be a non-empty list of integers in \[0, 2\*\*31 - 1\]"),
+        # a seed the store cannot hold (a SQL INTEGER: 32 bits on PostgreSQL), a seed twice, a value twice on an axis
+        (BASIC.replace("seeds = [0, 1]", "seeds = [2147483648]"), r"integers in \[0, 2\*\*31 - 1\], got \[2147483648\]"),
         (BASIC.replace("seeds = [0, 1]", "seeds = [0, 1, 0]"), r"seeds lists 0 more than once"),
         (BASIC.replace('method = ["ce", "srat-ldam"]', 'method = ["ce", "srat-ldam", "ce"]'),
          r"grid\[0\]: method lists 'ce' more than once"),

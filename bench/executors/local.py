@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import ClassVar
 
 import click
@@ -53,6 +53,7 @@ def sigterm_stops() -> Iterator[None]:
         return
 
     def stop(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut into the clean-up
         raise Stopped("stopped by SIGTERM (kill, or the end of the --workers driver)")
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -62,23 +63,33 @@ def sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _die_with_parent() -> None:
-    """In a worker, before exec: SIGTERM when the driver dies (Linux ``prctl(PR_SET_PDEATHSIG)``), so a killed driver
-    never leaves workers training and holding cells."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes a worker receive SIGTERM when its driver dies (Linux ``prctl(PR_SET_PDEATHSIG)``),
+    so a killed driver never leaves workers training and holding cells; ``None`` elsewhere. libc is looked up here,
+    in the driver: the forked child only makes the call (and leaves if the driver died before it could)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    driver = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != driver:
+            os._exit(143)
+
+    return arm
 
 
 def run_workers(args: Sequence[str], envs: list[dict[str, str]]) -> list[int]:
     """Start one ``bench run ARGS`` per environment, relay their lines prefixed ``[wI]``, return exit codes."""
     procs = []
+    arm = parent_death_signal()
     for i, extra in enumerate(envs):
         env = {**os.environ, **extra}
         proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", *args], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1,
-                                preexec_fn=_die_with_parent)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, preexec_fn=arm)
         procs.append(proc)
 
     def relay(i: int, proc: subprocess.Popen) -> None:
@@ -91,8 +102,13 @@ def run_workers(args: Sequence[str], envs: list[dict[str, str]]) -> list[int]:
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
+        # Ctrl-C on a terminal reached the workers too: give them a moment to mark their cells, then SIGTERM
         for p in procs:
-            p.terminate()  # SIGTERM: each worker leaves its held cells interrupted
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=5)
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()  # SIGTERM: each worker leaves its held cells interrupted
         for p in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=30)

@@ -97,10 +97,14 @@ def halt_for(exc: BaseException, run_dir: Path) -> Halt | None:
     if isinstance(exc, Halt):
         return exc
     if isinstance(exc, OSError) and exc.errno in HALTING_ERRNOS:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return Halt(f"cannot write under the run folder {run_dir}{where}: {os.strerror(exc.errno)}; free space "
-                    "there (or point run_dir in bench.toml elsewhere) and run the same command again to resume from "
-                    "the last checkpoints")
+        path = Path(os.fsdecode(exc.filename)).absolute() if exc.filename else None
+        if path is None or path.is_relative_to(Path(run_dir).absolute()):
+            where = f"under the run folder {run_dir}" + (f" ({path})" if path else "")
+            remedy = "free space there (or point run_dir in bench.toml elsewhere)"
+        else:
+            where, remedy = str(path), "free space there"
+        return Halt(f"cannot write {where}: {os.strerror(exc.errno)}; {remedy} and run the same command again to "
+                    "resume from the last checkpoints")
     return None
 
 
@@ -222,11 +226,11 @@ class Ledger:
             raise halt from None
         if self.store is None:
             return
-        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import OperationalError
 
         try:
             self.store.ingest(cell.record(), result, worker)
-        except DBAPIError as exc:
+        except OperationalError as exc:  # the database's own trouble (I/O, disk full, read-only), not the row's
             reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
             raise Halt(f"the database {self.store.shown} could not be written ({reason}); this cell's result is "
                        f"kept in {self.run_dir / cell.cell_hash}, and `bench collect` (or the next `bench run`) "

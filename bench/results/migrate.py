@@ -60,7 +60,8 @@ UPGRADE = "bench db upgrade"
 # so the check every command makes stays cheap; alembic itself is loaded only to upgrade.
 VERSION_TABLE = Table("alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
                       PrimaryKeyConstraint("version_num", name="alembic_version_pkc"))
-BENCH_TABLES = frozenset(Base.metadata.tables) | {VERSION_TABLE.name}  # a file with none of them is not bench's
+# A database is bench's when it has one of these (alembic_version alone could be another alembic application's)
+BENCH_TABLES = frozenset({"runs", Meta.__tablename__})
 # Tables readers do without (databases from before they existed): every other table of the models must be there.
 OPTIONAL_TABLES = frozenset({"test_labels", "attack_specs", "guards", "theory_results"})
 
@@ -219,6 +220,21 @@ def column_problem(column: Column, value, limit: int = 2**63) -> str | None:
     if isinstance(kind, LargeBinary):
         return None if isinstance(value, bytes) else "is not binary data"
     return None
+
+
+def read_only_query(path: Path) -> dict[str, str]:
+    """How to open a SQLite file in a folder this process cannot write: ``mode=ro``; and ``immutable=1`` where
+    SQLite would otherwise need a ``-shm`` file it cannot make — a WAL-mode file (header bytes 18-19 = 2) with no
+    ``-wal`` beside it, or a read-only mount. Immutable means SQLite trusts nobody writes the file meanwhile: true of
+    a read-only mount, and of a WAL file whose writers have all closed it (a writer reopening it is not seen)."""
+    import os
+
+    if Path(f"{path}-wal").exists():
+        return {"mode": "ro"}
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    read_only_mount = bool(os.statvfs(path.absolute().parent).f_flag & os.ST_RDONLY)
+    return {"mode": "ro", "immutable": "1"} if read_only_mount or header[18:20] == b"\x02\x02" else {"mode": "ro"}
 
 
 def stamp_head(connection: Connection) -> None:

@@ -123,13 +123,13 @@ class Store:
 
     def _file_url(self, parsed: URL) -> URL | None:
         """The SQLite URI to open :attr:`path` with (None: the plain URL, read-write, created if missing). In a folder
-        this process cannot write, SQLite cannot make its ``-shm`` or journal: read-only, ``immutable`` unless a
-        write-ahead log lies beside it. A ``read_only`` store: ``mode=rw``, which never creates a missing file."""
+        this process cannot write, SQLite cannot make its ``-shm`` or journal: read-only (:func:`migrate.read_only_query`).
+        A ``read_only`` store: ``mode=rw``, which never creates a missing file."""
         path = self.path or Path()
         folder = path.absolute().parent
         if path.is_file() and not os.access(folder, os.W_OK):
             self.frozen = True
-            query = {"mode": "ro"} if Path(f"{path}-wal").exists() else {"mode": "ro", "immutable": "1"}
+            query = migrate.read_only_query(path)
         elif self.read_only:
             query = {"mode": "rw"}
         else:
