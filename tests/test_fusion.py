@@ -120,6 +120,23 @@ def test_a_positive_start_fuses_and_draws_the_unfused_start(problem, tmp_path):
     assert other.curves[0]["loss"] != ref.curves[0]["loss"]
 
 
+def test_the_fused_attack_honours_clip_start(problem, tmp_path):
+    """RoBal's reference takes the first gradient at the unclipped start (``clip_start = false``): fused and unfused
+    agree closely with it and with it switched off, and the two differ by more than that agreement."""
+    _, data = problem
+    cell = _one_epoch_cell(tmp_path, "robal")
+    assert cell.config["train_attack"]["clip_start"] is False
+    clipped = {**cell.config, "train_attack": {k: v for k, v in cell.config["train_attack"].items()
+                                               if k != "clip_start"}}
+    losses = {}
+    for name, config in (("unclipped", cell.config), ("clipped", clipped)):
+        fused = train_fused([Member(config, methods.for_cell(config), tmp_path / name / "f")], data)[0]
+        ref = train(config, methods.for_cell(config), data, tmp_path / name / "u")
+        losses[name] = ref.curves[0]["loss"]
+        assert fused.curves[0]["loss"] == pytest.approx(losses[name], rel=1e-4), name
+    assert abs(losses["unclipped"] - losses["clipped"]) > 1e-3 * losses["clipped"]
+
+
 def test_frozen_batch_norm_fuses_like_the_unfused_crafting_mode(problem, tmp_path):
     """RobustLT's recipe (frozen batch norm while crafting, class-wise budgets) through the fused path: the first
     epoch's loss is the unfused runner's within the stated tolerance; a frozen stacked forward uses the batch's
