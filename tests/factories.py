@@ -1,4 +1,5 @@
-"""Build results databases with known contents, for tests of readers (report, compare)."""
+"""Build results databases with known contents, for tests of readers (report, compare); and the CLI checks the
+bad-input tests share (:func:`bench`, :func:`one_line_error`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from click.testing import CliRunner
+
 from bench.cell import CellRecord, CellResult
+from bench.cli import cli
 from bench.results.store import Store
 
 
@@ -98,3 +102,17 @@ def trained_linear_digits(root, steps: int = 150):
     for p in model.parameters():
         p.grad = None
     return model, data
+
+
+def bench(*args: str):
+    """``bench ARGS`` in-process (exceptions become the result's exit code and output, as on a terminal)."""
+    return CliRunner().invoke(cli, list(args))
+
+
+def one_line_error(result, *needles: str) -> None:
+    """The project's rule for a user mistake: exit 2, one ``Error:`` line naming it (``needles``), no traceback."""
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output

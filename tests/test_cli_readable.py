@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from factories import bench, one_line_error
 
 from bench.cell import CellRecord, CellResult, Status
 from bench.cli import cli
@@ -35,18 +36,6 @@ GUARDS = [{"name": "zero-grad-share", "value": 0.0125, "threshold": 0.01, "flagg
           {"name": "scaled-pgd", "value": 0.0, "threshold": 0.02, "flagged": False, "detail": {}}]
 PROVENANCE = {"device": "cuda:0 (NVIDIA H100)", "host": "node17", "git_commit": "c0ffee1234",
               "versions": {"torch": "2.4.1", "bench": "0.1.0"}, "subset_hash": "5ub5e7"}
-
-
-def bench(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
-def one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in result.output, result.output
 
 
 def table_rows(output: str) -> dict[str, list[str]]:

@@ -16,29 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 from backends import store_url  # noqa: F401 - the fixture
-from bench.cli import cli
+from factories import bench, one_line_error
+
 from bench.results import migrate, read
 from bench.results.store import Store
 
 FIXTURE = Path(__file__).parent / "data" / "bench-schema-v1.db"
 TABLES = ("bench_meta", "runs", "class_metrics", "epoch_metrics", "sample_flags", "test_labels", "attack_specs",
           "guards", "feature_dumps", "theory_results")
-
-
-def bench(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
-def one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in result.output, result.output
 
 
 @pytest.fixture()

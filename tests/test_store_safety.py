@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from factories import add_run
+from factories import add_run, bench, one_line_error
 
-from bench.cli import cli
 from bench.errors import BenchError
 from bench.results import store as store_module
 from bench.results.bundle import export_bundle
@@ -33,18 +31,6 @@ CONFIG = {"train_attack": {"kind": "pgd", "eps": 0.1}, "eval_attacks": [{"kind":
 
 
 SUITE = 'name = "s"\nseeds = [0]\n[[grid]]\ndataset = "digits"\nimbalance = "step-10"\nmethod = "ce"\n'
-
-
-def bench(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
-def one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in result.output, result.output
 
 
 def sha(path: Path) -> str:
