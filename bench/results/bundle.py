@@ -164,13 +164,18 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _is_sqlite(path: Path) -> bool:
+    """Whether the file starts with SQLite's header (OSError if it cannot be read)."""
+    with open(path, "rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"
+
+
 def is_bundle(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a bundle ``bench export`` wrote (a SQLite file whose bench_meta describes the export)."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            if handle.read(16) != b"SQLite format 3\x00":
-                return False
+        if not _is_sqlite(path):
+            return False
         store = Store(f"sqlite:///{path.resolve()}", read_only=True)
         try:
             with store.engine.connect() as conn:
@@ -192,9 +197,8 @@ def open_bundle(path: str | os.PathLike) -> Store:
                          "wrote")
     if not path.is_file():
         raise BenchError(f"bundle {path} does not exist (write one with `bench export --out FILE`)")
-    with open(path, "rb") as handle:
-        if handle.read(16) != b"SQLite format 3\x00":
-            raise BenchError(f"bundle {path} is not a SQLite file written by `bench export`")
+    if not _is_sqlite(path):
+        raise BenchError(f"bundle {path} is not a SQLite file written by `bench export`")
     store = Store(f"sqlite:///{path.resolve()}", read_only=True)
     try:
         names = store.table_names()
